@@ -1,0 +1,33 @@
+//! ISO 8583 messages: layouts, the zero-copy walker, the encoder, and what routing
+//! needs (MTI roles and pairing, matching keys, network management, masking).
+//!
+//! # Layout
+//!
+//! - [`charset`]: ASCII and EBCDIC (cp037) tables.
+//! - [`layout`]: field definitions in pyiso8583's vocabulary, the four built-in
+//!   layouts, per-bank overrides.
+//! - [`message`]: [`Message`], the walker, and [`FieldRef`], one present field.
+//! - `encode`: [`Layout::encode`], values to bytes.
+//! - [`mti`]: [`Mti`], roles and request/response pairing.
+//! - [`matching`]: [`MatchKeyConfig`] and [`MatchKey`].
+//! - [`netmgmt`]: sign-on/sign-off/echo classification, [`ResponseCode`].
+//! - [`mask`]: masked rendering for logs.
+//! - [`error`]: [`DecodeError`] and [`EncodeError`], each naming the part and offset.
+
+pub mod charset;
+mod encode;
+pub mod error;
+pub mod layout;
+pub mod mask;
+pub mod matching;
+pub mod message;
+pub mod mti;
+pub mod netmgmt;
+
+pub use charset::Charset;
+pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, Part};
+pub use layout::{BUILTIN_LAYOUTS, FieldSpec, Layout, LayoutError, RawFieldSpec};
+pub use matching::{MatchKey, MatchKeyConfig};
+pub use message::{FieldRef, Message};
+pub use mti::{Mti, Role};
+pub use netmgmt::{NetMgmt, NetMgmtCodes, ResponseCode};

@@ -1,0 +1,19 @@
+//! Wire codecs and sans-IO state machines for PUPS/MUPS.
+//!
+//! Nothing in this crate does I/O or reads the clock: codecs take bytes and return
+//! values or actions, state machines take events and `now`. The `pups` and `mups`
+//! crates drive them over real sockets; tests drive them with virtual time.
+//!
+//! # Layout
+//!
+//! - [`frame`]: ISO 8583 length-header framing (binary, ASCII, hex and BCD lengths,
+//!   TPDU and fixed headers, ETX trailer, keep-alive frames), as a stateless
+//!   `check`/`encode` pair that any buffer type can drive.
+//! - [`iso8583`]: message layouts (the four built-ins and per-bank overrides), the
+//!   zero-copy field walker, the encoder, MTI classification and pairing, matching
+//!   keys, network-management classification and masked display.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod frame;
+pub mod iso8583;
