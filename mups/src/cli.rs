@@ -1,0 +1,65 @@
+//! The `mups` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// MUPS controller and operator tools.
+#[derive(Debug, Parser)]
+#[command(version, about = "MUPS controller and operator tools")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// ISO 8583 tools.
+    #[command(subcommand)]
+    Iso(IsoCommand),
+}
+
+/// `mups iso …`
+#[derive(Debug, Subcommand)]
+pub enum IsoCommand {
+    /// Decode hex messages (one per line on stdin) to JSON (one object per line on stdout).
+    ///
+    /// Without --framing each line is one bare message; with it, each line is a wire
+    /// stream of length-framed messages. Sensitive fields (PAN, track data, PIN block,
+    /// ICC data) are masked unless --reveal is given. A line that does not decode gives
+    /// {"error": ..., "offset": N}; the exit status is 1 if any line failed.
+    Decode(DecodeArgs),
+}
+
+/// Arguments of `mups iso decode`.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Message layout: a built-in name (iso87-ascii, iso87-binary, iso87-bcd, iso87-ebcdic)
+    /// or the path of a layout file in pyiso8583's vocabulary (*.json).
+    #[arg(long)]
+    pub layout: String,
+    /// Length header of a wire stream: u16be, u16be-incl, u32be, u16be-pad2, ascii4,
+    /// ascii4-incl, hex4, bcd2 (and u8be, u24be, asciiN, hexN, bcdN).
+    #[arg(long)]
+    pub framing: Option<String>,
+    /// With --framing: a 5-byte TPDU follows the length header.
+    #[arg(long, requires = "framing")]
+    pub tpdu: bool,
+    /// With --framing: bytes of fixed header after the length (and TPDU).
+    #[arg(long, requires = "framing", default_value_t = 0)]
+    pub header: usize,
+    /// With --framing: frames end with ETX (0x03).
+    #[arg(long, requires = "framing")]
+    pub etx: bool,
+    /// With --framing: largest frame accepted.
+    #[arg(long, requires = "framing", default_value_t = proto::frame::DEFAULT_MAX_FRAME)]
+    pub max_frame: usize,
+    /// Show sensitive fields in clear. For an authorised operator on a secure terminal only.
+    #[arg(long)]
+    pub reveal: bool,
+    /// Read from this file instead of stdin.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+}
