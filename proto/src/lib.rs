@@ -12,8 +12,12 @@
 //! - [`iso8583`]: message layouts (the four built-ins and per-bank overrides), the
 //!   zero-copy field walker, the encoder, MTI classification and pairing, matching
 //!   keys, network-management classification and masked display.
+//! - [`fo_link`]: the FO link protocol between `mups` and the FO nodes (bank
+//!   traffic, heartbeats, bank state, switchover commands): `check`/`decode` over
+//!   `Bytes`, `encode` to a `Vec`, and a streaming decoder over `BytesMut`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fo_link;
 pub mod frame;
 pub mod iso8583;

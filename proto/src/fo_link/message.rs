@@ -1,0 +1,671 @@
+//! FO link messages: one struct per message type, gathered in [`FoMessage`].
+//!
+//! ISO 8583 bytes (`message` of [`Data`] and [`Context`]) hold card data: their
+//! `Debug` prints only their length, so a message can be logged with `{:?}`.
+//! Everything else in these structs is safe to log (matching keys never hold card
+//! data; see [`MatchKeyConfig`](crate::iso8583::MatchKeyConfig)).
+
+use std::fmt;
+use std::ops::{BitOr, BitOrAssign};
+
+use bytes::Bytes;
+
+/// Which kind of message: the type byte, as a small `Copy` value for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FoKind {
+    /// [`Hello`], type `0x01`.
+    Hello,
+    /// [`Heartbeat`], type `0x02`.
+    Heartbeat,
+    /// [`HeartbeatAck`], type `0x03`.
+    HeartbeatAck,
+    /// [`Data`], type `0x10`.
+    Data,
+    /// [`BankState`], type `0x11`.
+    BankState,
+    /// [`SyncBegin`], type `0x20`.
+    SyncBegin,
+    /// [`Context`], type `0x21`.
+    Context,
+    /// [`SyncEnd`], type `0x22`.
+    SyncEnd,
+    /// [`Activate`], type `0x23`.
+    Activate,
+    /// [`Deactivate`], type `0x24`.
+    Deactivate,
+    /// [`Ack`], type `0x30`.
+    Ack,
+    /// [`Nack`], type `0x31`.
+    Nack,
+}
+
+impl FoKind {
+    /// Every kind, in type byte order.
+    pub const ALL: [Self; 12] = [
+        Self::Hello,
+        Self::Heartbeat,
+        Self::HeartbeatAck,
+        Self::Data,
+        Self::BankState,
+        Self::SyncBegin,
+        Self::Context,
+        Self::SyncEnd,
+        Self::Activate,
+        Self::Deactivate,
+        Self::Ack,
+        Self::Nack,
+    ];
+
+    /// The type byte on the wire. These values never change within a version.
+    pub const fn type_byte(self) -> u8 {
+        match self {
+            Self::Hello => 0x01,
+            Self::Heartbeat => 0x02,
+            Self::HeartbeatAck => 0x03,
+            Self::Data => 0x10,
+            Self::BankState => 0x11,
+            Self::SyncBegin => 0x20,
+            Self::Context => 0x21,
+            Self::SyncEnd => 0x22,
+            Self::Activate => 0x23,
+            Self::Deactivate => 0x24,
+            Self::Ack => 0x30,
+            Self::Nack => 0x31,
+        }
+    }
+
+    /// The kind of a type byte, if this version defines it.
+    pub const fn from_type_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            0x01 => Self::Hello,
+            0x02 => Self::Heartbeat,
+            0x03 => Self::HeartbeatAck,
+            0x10 => Self::Data,
+            0x11 => Self::BankState,
+            0x20 => Self::SyncBegin,
+            0x21 => Self::Context,
+            0x22 => Self::SyncEnd,
+            0x23 => Self::Activate,
+            0x24 => Self::Deactivate,
+            0x30 => Self::Ack,
+            0x31 => Self::Nack,
+            _ => return None,
+        })
+    }
+
+    /// The protocol name (`HEARTBEAT_ACK`), as in the protocol document, logs and
+    /// metric labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "HELLO",
+            Self::Heartbeat => "HEARTBEAT",
+            Self::HeartbeatAck => "HEARTBEAT_ACK",
+            Self::Data => "DATA",
+            Self::BankState => "BANK_STATE",
+            Self::SyncBegin => "SYNC_BEGIN",
+            Self::Context => "CONTEXT",
+            Self::SyncEnd => "SYNC_END",
+            Self::Activate => "ACTIVATE",
+            Self::Deactivate => "DEACTIVATE",
+            Self::Ack => "ACK",
+            Self::Nack => "NACK",
+        }
+    }
+}
+
+impl fmt::Display for FoKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Defines a `u8`-coded enum: wire values, `code()` and `from_code()`.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $value:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, in wire order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The byte on the wire.
+            pub const fn code(self) -> u8 {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+
+            /// The value of a wire byte, if defined.
+            pub const fn from_code(code: u8) -> Option<Self> {
+                match code {
+                    $($value => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// Which end of the link a peer is.
+    PeerRole {
+        /// `mups`, the side that connects.
+        Controller = 1,
+        /// An FO processing node (or its simulator).
+        Node = 2,
+    }
+}
+
+wire_enum! {
+    /// Which way an ISO 8583 message travels.
+    Direction {
+        /// From the bank towards the FO node.
+        ToNode = 1,
+        /// From the FO node towards the bank.
+        ToBank = 2,
+    }
+}
+
+wire_enum! {
+    /// Whether a bank's TCP session is connected.
+    TransportState {
+        /// Not connected.
+        Down = 0,
+        /// Connected.
+        Up = 1,
+    }
+}
+
+wire_enum! {
+    /// A bank session's application (network management) state.
+    AppState {
+        /// Not known yet (no sign-on or echo seen since the session came up).
+        Unknown = 0,
+        /// Signed on.
+        SignedOn = 1,
+        /// Signed off.
+        SignedOff = 2,
+        /// Echo tests are failing.
+        EchoFailing = 3,
+    }
+}
+
+wire_enum! {
+    /// A node's part in a switchover.
+    SyncRole {
+        /// The old node: hands its in-flight contexts over.
+        Source = 1,
+        /// The new node: takes the contexts and then the traffic.
+        Target = 2,
+    }
+}
+
+/// Why a command was refused. Unknown codes are kept as [`NackReason::Other`], so a
+/// newer peer's reason still reaches the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NackReason {
+    /// Code 1: the node is not ready (still starting, or not yet in sync state).
+    NotReady,
+    /// Code 2: the node does not know the bank.
+    UnknownBank,
+    /// Code 3: the command does not fit the bank's state (e.g. wrong `switch_id`).
+    BadState,
+    /// Code 4: the node is busy with another switchover.
+    Busy,
+    /// Code 5: something the node waited for did not come in time.
+    Timeout,
+    /// Code 6: an internal error of the node.
+    Internal,
+    /// A code this version does not name. Encoding `Other` with a named code (1–6)
+    /// decodes as the named variant; use [`NackReason::from_code`] to build one.
+    Other(u16),
+}
+
+impl NackReason {
+    /// The code on the wire.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::NotReady => 1,
+            Self::UnknownBank => 2,
+            Self::BadState => 3,
+            Self::Busy => 4,
+            Self::Timeout => 5,
+            Self::Internal => 6,
+            Self::Other(code) => code,
+        }
+    }
+
+    /// The reason of a wire code; every code has one.
+    pub const fn from_code(code: u16) -> Self {
+        match code {
+            1 => Self::NotReady,
+            2 => Self::UnknownBank,
+            3 => Self::BadState,
+            4 => Self::Busy,
+            5 => Self::Timeout,
+            6 => Self::Internal,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Flags of a [`Data`] message: a `u16` bit set. Bits this version does not define
+/// cannot be built here and are refused on decode.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DataFlags(u16);
+
+impl DataFlags {
+    /// A response that arrived after its request had timed out.
+    pub const LATE: Self = Self(0x0001);
+    /// A response that no request in flight matches.
+    pub const UNMATCHED: Self = Self(0x0002);
+    /// Generated by `mups`, not received from the bank (e.g. a decline).
+    pub const SYNTHETIC: Self = Self(0x0004);
+    /// Every defined bit.
+    pub const ALL: Self = Self(0x0007);
+
+    /// No flag set.
+    pub const fn empty() -> Self {
+        Self(0)
+    }
+
+    /// The bits on the wire.
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The flags of wire bits, or `None` if an undefined bit is set.
+    pub const fn from_bits(bits: u16) -> Option<Self> {
+        if bits & !Self::ALL.0 == 0 { Some(Self(bits)) } else { None }
+    }
+
+    /// No flag is set.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Every flag of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Sets the flags of `other`.
+    pub fn insert(&mut self, other: Self) {
+        self.0 |= other.0;
+    }
+
+    /// Clears the flags of `other`.
+    pub fn remove(&mut self, other: Self) {
+        self.0 &= !other.0;
+    }
+}
+
+impl BitOr for DataFlags {
+    type Output = Self;
+
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl BitOrAssign for DataFlags {
+    fn bitor_assign(&mut self, rhs: Self) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl fmt::Debug for DataFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataFlags(")?;
+        let mut first = true;
+        for (flag, name) in
+            [(Self::LATE, "LATE"), (Self::UNMATCHED, "UNMATCHED"), (Self::SYNTHETIC, "SYNTHETIC")]
+        {
+            if self.contains(flag) {
+                if !first {
+                    f.write_str(" | ")?;
+                }
+                f.write_str(name)?;
+                first = false;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+/// ISO 8583 bytes in `Debug` output: their length only.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+/// `HELLO`: the first message each way on connect, for version negotiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// The sender's name (`mups`'s instance name, or the node's id such as `A`).
+    pub node_id: String,
+    /// Which end the sender is.
+    pub role: PeerRole,
+    /// Lowest protocol version the sender speaks.
+    pub min_version: u8,
+    /// Highest protocol version the sender speaks.
+    pub max_version: u8,
+    /// Software name and version, for the log.
+    pub software: String,
+}
+
+/// `HEARTBEAT`: a liveness probe; answered at once with [`HeartbeatAck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Sender's sequence number, one more for each heartbeat.
+    pub seq: u64,
+    /// Sender's clock when sent, in microseconds; only the sender reads it.
+    pub sent_at_micros: u64,
+}
+
+impl Heartbeat {
+    /// The answer: the same values, echoed.
+    pub fn ack(&self) -> HeartbeatAck {
+        HeartbeatAck { seq: self.seq, sent_at_micros: self.sent_at_micros }
+    }
+}
+
+/// `HEARTBEAT_ACK`: the answer to a [`Heartbeat`], echoing its values so the
+/// sender can compute the round trip time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatAck {
+    /// The heartbeat's `seq`.
+    pub seq: u64,
+    /// The heartbeat's `sent_at_micros`.
+    pub sent_at_micros: u64,
+}
+
+/// `DATA`: one ISO 8583 message of a bank, carried verbatim.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Data {
+    /// The bank.
+    pub bank_id: String,
+    /// The bank's TCP session the message came from or goes to.
+    pub session_id: u64,
+    /// Which way the message travels.
+    pub direction: Direction,
+    /// Ties a request to its response across the link.
+    pub correlation_id: u64,
+    /// What `mups` knows about the message.
+    pub flags: DataFlags,
+    /// The ISO 8583 message, without framing. Holds card data: never logged.
+    pub message: Bytes,
+}
+
+impl fmt::Debug for Data {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Data")
+            .field("bank_id", &self.bank_id)
+            .field("session_id", &self.session_id)
+            .field("direction", &self.direction)
+            .field("correlation_id", &self.correlation_id)
+            .field("flags", &self.flags)
+            .field("message", &Redacted(self.message.len()))
+            .finish()
+    }
+}
+
+/// The state of one bank TCP session, in [`BankState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionState {
+    /// The session.
+    pub session_id: u64,
+    /// Whether it is connected.
+    pub transport: TransportState,
+    /// Its network management state.
+    pub application: AppState,
+}
+
+/// `BANK_STATE`: the state of every session of a bank (a snapshot, not a delta).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankState {
+    /// The bank.
+    pub bank_id: String,
+    /// Every session of the bank.
+    pub sessions: Vec<SessionState>,
+}
+
+/// `SYNC_BEGIN`: the node enters sync state for the bank (first step of a switchover).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncBegin {
+    /// Command id, chosen by `mups`; the reply carries it back.
+    pub cmd_id: u64,
+    /// The bank being switched.
+    pub bank_id: String,
+    /// The switchover this command belongs to.
+    pub switch_id: u64,
+    /// The node's part in it.
+    pub role: SyncRole,
+}
+
+/// `CONTEXT`: one request in flight at the old node, handed over to the new one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Context {
+    /// Command id: from the old node, its `SYNC_BEGIN`'s; relayed to the new node,
+    /// a fresh one its `ACK` carries back.
+    pub cmd_id: u64,
+    /// The bank being switched.
+    pub bank_id: String,
+    /// The switchover this context belongs to.
+    pub switch_id: u64,
+    /// The request's correlation id (as in its [`Data`]).
+    pub correlation_id: u64,
+    /// The bank session the request belongs to.
+    pub session_id: u64,
+    /// Which way the request travelled.
+    pub direction: Direction,
+    /// The request's matching key (never card data).
+    pub matching_key: String,
+    /// When the request was received, microseconds since the Unix epoch.
+    pub received_at_micros: u64,
+    /// When the request times out, microseconds since the Unix epoch.
+    pub deadline_micros: u64,
+    /// The request's ISO 8583 bytes. Holds card data: never logged.
+    pub message: Bytes,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("cmd_id", &self.cmd_id)
+            .field("bank_id", &self.bank_id)
+            .field("switch_id", &self.switch_id)
+            .field("correlation_id", &self.correlation_id)
+            .field("session_id", &self.session_id)
+            .field("direction", &self.direction)
+            .field("matching_key", &self.matching_key)
+            .field("received_at_micros", &self.received_at_micros)
+            .field("deadline_micros", &self.deadline_micros)
+            .field("message", &Redacted(self.message.len()))
+            .finish()
+    }
+}
+
+/// `SYNC_END`: the old node has sent all its contexts; here are its runtime parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncEnd {
+    /// Its `SYNC_BEGIN`'s command id.
+    pub cmd_id: u64,
+    /// The bank being switched.
+    pub bank_id: String,
+    /// The switchover.
+    pub switch_id: u64,
+    /// How many `CONTEXT`s the node sent.
+    pub context_count: u32,
+    /// Runtime parameters of the bank at the old node, in order, as `(name, value)`.
+    pub params: Vec<(String, String)>,
+}
+
+/// `ACTIVATE`: the node takes (or takes back) the bank's traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activate {
+    /// Command id, chosen by `mups`.
+    pub cmd_id: u64,
+    /// The bank.
+    pub bank_id: String,
+    /// The switchover.
+    pub switch_id: u64,
+    /// Runtime parameters to apply (from the old node's `SYNC_END`), as `(name, value)`.
+    pub params: Vec<(String, String)>,
+}
+
+/// `DEACTIVATE`: the node gives up the bank's traffic (or, on a target, leaves
+/// sync state and drops the contexts it took).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deactivate {
+    /// Command id, chosen by `mups`.
+    pub cmd_id: u64,
+    /// The bank.
+    pub bank_id: String,
+    /// The switchover.
+    pub switch_id: u64,
+}
+
+/// `ACK`: a command was carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The command's id.
+    pub cmd_id: u64,
+    /// The command's bank.
+    pub bank_id: String,
+    /// The command's switchover.
+    pub switch_id: u64,
+}
+
+/// `NACK`: a command was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nack {
+    /// The command's id.
+    pub cmd_id: u64,
+    /// The command's bank.
+    pub bank_id: String,
+    /// The command's switchover.
+    pub switch_id: u64,
+    /// Why.
+    pub reason: NackReason,
+    /// Free text for the log.
+    pub detail: String,
+}
+
+/// One FO link message.
+///
+/// Not `#[non_exhaustive]` on purpose: a new message type should break every
+/// `match` that has to handle it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FoMessage {
+    /// `HELLO`.
+    Hello(Hello),
+    /// `HEARTBEAT`.
+    Heartbeat(Heartbeat),
+    /// `HEARTBEAT_ACK`.
+    HeartbeatAck(HeartbeatAck),
+    /// `DATA`.
+    Data(Data),
+    /// `BANK_STATE`.
+    BankState(BankState),
+    /// `SYNC_BEGIN`.
+    SyncBegin(SyncBegin),
+    /// `CONTEXT`.
+    Context(Context),
+    /// `SYNC_END`.
+    SyncEnd(SyncEnd),
+    /// `ACTIVATE`.
+    Activate(Activate),
+    /// `DEACTIVATE`.
+    Deactivate(Deactivate),
+    /// `ACK`.
+    Ack(Ack),
+    /// `NACK`.
+    Nack(Nack),
+}
+
+impl FoMessage {
+    /// Which kind of message this is.
+    pub fn kind(&self) -> FoKind {
+        match self {
+            Self::Hello(_) => FoKind::Hello,
+            Self::Heartbeat(_) => FoKind::Heartbeat,
+            Self::HeartbeatAck(_) => FoKind::HeartbeatAck,
+            Self::Data(_) => FoKind::Data,
+            Self::BankState(_) => FoKind::BankState,
+            Self::SyncBegin(_) => FoKind::SyncBegin,
+            Self::Context(_) => FoKind::Context,
+            Self::SyncEnd(_) => FoKind::SyncEnd,
+            Self::Activate(_) => FoKind::Activate,
+            Self::Deactivate(_) => FoKind::Deactivate,
+            Self::Ack(_) => FoKind::Ack,
+            Self::Nack(_) => FoKind::Nack,
+        }
+    }
+
+    /// The bank the message is about, if any (all but `HELLO` and heartbeats).
+    pub fn bank_id(&self) -> Option<&str> {
+        match self {
+            Self::Hello(_) | Self::Heartbeat(_) | Self::HeartbeatAck(_) => None,
+            Self::Data(m) => Some(&m.bank_id),
+            Self::BankState(m) => Some(&m.bank_id),
+            Self::SyncBegin(m) => Some(&m.bank_id),
+            Self::Context(m) => Some(&m.bank_id),
+            Self::SyncEnd(m) => Some(&m.bank_id),
+            Self::Activate(m) => Some(&m.bank_id),
+            Self::Deactivate(m) => Some(&m.bank_id),
+            Self::Ack(m) => Some(&m.bank_id),
+            Self::Nack(m) => Some(&m.bank_id),
+        }
+    }
+
+    /// The command id, for switchover commands and their replies.
+    pub fn cmd_id(&self) -> Option<u64> {
+        match self {
+            Self::Hello(_)
+            | Self::Heartbeat(_)
+            | Self::HeartbeatAck(_)
+            | Self::Data(_)
+            | Self::BankState(_) => None,
+            Self::SyncBegin(m) => Some(m.cmd_id),
+            Self::Context(m) => Some(m.cmd_id),
+            Self::SyncEnd(m) => Some(m.cmd_id),
+            Self::Activate(m) => Some(m.cmd_id),
+            Self::Deactivate(m) => Some(m.cmd_id),
+            Self::Ack(m) => Some(m.cmd_id),
+            Self::Nack(m) => Some(m.cmd_id),
+        }
+    }
+}
+
+macro_rules! from_variant {
+    ($($variant:ident),+) => {
+        $(impl From<$variant> for FoMessage {
+            fn from(m: $variant) -> Self {
+                Self::$variant(m)
+            }
+        })+
+    };
+}
+
+from_variant!(
+    Hello,
+    Heartbeat,
+    HeartbeatAck,
+    Data,
+    BankState,
+    SyncBegin,
+    Context,
+    SyncEnd,
+    Activate,
+    Deactivate,
+    Ack,
+    Nack
+);
