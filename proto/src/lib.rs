@@ -9,6 +9,8 @@
 //! - [`frame`]: ISO 8583 length-header framing (binary, ASCII, hex and BCD lengths,
 //!   TPDU and fixed headers, ETX trailer, keep-alive frames), as a stateless
 //!   `check`/`encode` pair that any buffer type can drive.
+//! - [`router`]: the sans-IO router of `mups`: where each message goes, requests in
+//!   flight both ways, timeouts, late and unmatched responses, session application state.
 //! - [`iso8583`]: message layouts (the four built-ins and per-bank overrides), the
 //!   zero-copy field walker, the encoder, MTI classification and pairing, matching
 //!   keys, network-management classification and masked display.
@@ -21,3 +23,4 @@
 pub mod fo_link;
 pub mod frame;
 pub mod iso8583;
+pub mod router;

@@ -1,0 +1,872 @@
+//! The router: the sans-IO heart of `mups`. It decides where every bank message and
+//! every FO node message goes, tracks every request in flight in both directions,
+//! applies timeouts, and follows each session's application state (signed on,
+//! signed off, echo failing) from network-management traffic.
+//!
+//! Inputs are calls (`session_up`, `from_bank`, `from_node`, `handle_timeout`, …)
+//! that take `now`; outputs are [`Action`]s drained with [`Router::poll_action`],
+//! and the next deadline from [`Router::poll_timeout`]. The driver in `mups` does
+//! the I/O; tests drive it with virtual time.
+//!
+//! Bank requests are tracked by our own correlation id (the FO node returns it in
+//! its DATA), so responses are routed without relying on ISO fields. FO-originated
+//! requests are tracked by the bank's matching key, because the bank's response
+//! carries only ISO fields. Nothing is dropped silently: every message that cannot
+//! go where it should is counted and reported as an [`Event`].
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::fo_link::{AppState, Data, DataFlags, Direction};
+use crate::iso8583::mask::masked_hexdump;
+use crate::iso8583::{
+    DecodeError, Layout, MatchKey, MatchKeyConfig, Message, Mti, NetMgmt, NetMgmtCodes, Role,
+};
+
+/// A bank TCP session, numbered by `pups`.
+pub type SessionId = u64;
+
+/// An FO node, by its index in [`RouterConfig::nodes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct NodeId(pub u16);
+
+/// A bank, by its index in [`RouterConfig::banks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BankIdx(pub u16);
+
+/// What to do with a bank message that does not decode under the bank's layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BadMessagePolicy {
+    /// Count it, log it masked, and drop it; the session goes on.
+    #[default]
+    Drop,
+    /// Count it, log it masked, and close the session.
+    Close,
+}
+
+/// What the router needs to know about one bank.
+#[derive(Debug, Clone)]
+pub struct BankSpec {
+    /// The bank's id, as in configuration and on the FO link.
+    pub id: String,
+    /// The bank's message layout.
+    pub layout: Arc<Layout>,
+    /// Which fields tie a response to its request.
+    pub match_key: MatchKeyConfig,
+    /// Network-management codes.
+    pub netmgmt: NetMgmtCodes,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// The node the bank is routed to.
+    pub active: NodeId,
+    /// What to do with a message that does not decode.
+    pub bad_message: BadMessagePolicy,
+}
+
+/// The router's configuration.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// FO node names (`"A"`, `"B"`); a [`NodeId`] indexes this list.
+    pub nodes: Vec<String>,
+    /// The banks; a [`BankIdx`] indexes this list.
+    pub banks: Vec<BankSpec>,
+    /// How long a timed-out request is remembered, so that its response is reported
+    /// as late rather than unmatched (jPOS keeps unhandled responses 120 s).
+    pub late_window: Duration,
+}
+
+/// Which side a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A bank session.
+    Bank,
+    /// An FO node.
+    Node,
+}
+
+/// Something the driver should log or turn into metrics.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request got its response. `latency` is from the request leaving us to the
+    /// response arriving.
+    Answered {
+        /// The bank.
+        bank: BankIdx,
+        /// The node that answered (bank requests) or asked (FO-originated requests).
+        node: NodeId,
+        /// Who sent the request.
+        requester: Side,
+        /// The request's MTI.
+        mti: Mti,
+        /// The response code (DE39), if any.
+        response_code: Option<String>,
+        /// Time in flight.
+        latency: Duration,
+    },
+    /// A request got no response in time.
+    Timeout {
+        /// The bank.
+        bank: BankIdx,
+        /// The session.
+        session: SessionId,
+        /// The node involved.
+        node: NodeId,
+        /// Who sent the request.
+        requester: Side,
+        /// Its matching key.
+        key: MatchKey,
+    },
+    /// A response arrived after its request timed out; it was still delivered.
+    Late {
+        /// The bank.
+        bank: BankIdx,
+        /// The node involved.
+        node: NodeId,
+        /// Who sent the response.
+        from: Side,
+        /// Its matching key.
+        key: MatchKey,
+    },
+    /// A response matched no request; it was still delivered (see the counters).
+    Unmatched {
+        /// The bank.
+        bank: BankIdx,
+        /// Who sent it.
+        from: Side,
+        /// Its matching key, if it decoded.
+        key: Option<MatchKey>,
+    },
+    /// A message did not decode under the bank's layout.
+    BadMessage {
+        /// The bank.
+        bank: BankIdx,
+        /// The session, for bank messages.
+        session: Option<SessionId>,
+        /// Who sent it.
+        from: Side,
+        /// What is wrong, with field and offset.
+        error: DecodeError,
+        /// Masked hex dump of the message.
+        dump: String,
+        /// Whether the session is being closed for it.
+        closed: bool,
+    },
+    /// A bank request could not be sent: its node is not connected.
+    NoRoute {
+        /// The bank.
+        bank: BankIdx,
+        /// The node it should go to.
+        node: NodeId,
+        /// Its matching key.
+        key: MatchKey,
+    },
+    /// A message for a bank could not be delivered: no live session.
+    Undeliverable {
+        /// The bank.
+        bank: BankIdx,
+        /// The session it was for, if known.
+        session: Option<SessionId>,
+        /// Its MTI, if it decoded.
+        mti: Option<Mti>,
+    },
+    /// A session's application state changed.
+    AppStateChanged {
+        /// The bank.
+        bank: BankIdx,
+        /// The session.
+        session: SessionId,
+        /// The new state.
+        state: AppState,
+    },
+    /// A node sent DATA for a bank we do not know, or in the wrong direction.
+    Protocol {
+        /// The node.
+        node: NodeId,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Write a message to a bank session (through `pups`).
+    ToBank {
+        /// The session.
+        session: SessionId,
+        /// The ISO 8583 message, as received from the node.
+        message: Bytes,
+    },
+    /// Send DATA to a node.
+    ToNode {
+        /// The node.
+        node: NodeId,
+        /// The frame.
+        data: Data,
+    },
+    /// Close a bank session (through `pups`).
+    CloseSession {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: String,
+    },
+    /// Log or count.
+    Event(Event),
+}
+
+/// Per-bank counters, monotonic since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BankCounters {
+    /// Messages received from the bank's sessions.
+    pub from_bank: u64,
+    /// Messages written to the bank's sessions.
+    pub to_bank: u64,
+    /// Bank requests sent to a node.
+    pub requests_to_node: u64,
+    /// Node responses delivered to the bank (matched).
+    pub responses_to_bank: u64,
+    /// FO-originated requests delivered to the bank.
+    pub fo_requests_to_bank: u64,
+    /// Bank responses to FO-originated requests returned to their node.
+    pub fo_responses_to_node: u64,
+    /// Notifications and other unpaired messages forwarded.
+    pub unpaired_forwarded: u64,
+    /// Bank requests whose response did not come in time.
+    pub timeouts: u64,
+    /// FO-originated requests the bank did not answer in time.
+    pub fo_timeouts: u64,
+    /// Responses that arrived after their request timed out (delivered).
+    pub late: u64,
+    /// Node responses that matched nothing (delivered to a session of the bank).
+    pub unmatched_from_node: u64,
+    /// Bank responses that matched nothing (forwarded to the active node, flagged).
+    pub unmatched_from_bank: u64,
+    /// Messages that did not decode.
+    pub bad_messages: u64,
+    /// Bank requests not sent because their node was not connected.
+    pub no_route: u64,
+    /// Messages for the bank that no live session could take.
+    pub undeliverable: u64,
+}
+
+/// One session as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionView {
+    /// The session id.
+    pub id: SessionId,
+    /// The bank's address.
+    pub peer: String,
+    /// Application state.
+    #[serde(serialize_with = "serialize_app_state")]
+    pub app_state: AppState,
+    /// Bank requests of this session in flight.
+    pub inflight: u64,
+    /// Seconds since the last message either way.
+    pub idle_secs: f64,
+    /// Seconds since the last successful echo, if any.
+    pub since_echo_secs: Option<f64>,
+}
+
+struct Session {
+    bank: BankIdx,
+    peer: String,
+    signed: AppState,
+    echo_failing: bool,
+    last_message: Instant,
+    last_echo_ok: Option<Instant>,
+    inflight: u64,
+}
+
+impl Session {
+    fn app_state(&self) -> AppState {
+        if self.echo_failing { AppState::EchoFailing } else { self.signed }
+    }
+}
+
+struct Bank {
+    spec: BankSpec,
+    sessions: Vec<SessionId>,
+    next_session: usize,
+    counters: BankCounters,
+    inflight: u64,
+}
+
+/// A bank request waiting for its node's response, by our correlation id.
+struct Pending {
+    bank: BankIdx,
+    session: SessionId,
+    node: NodeId,
+    mti: Mti,
+    netmgmt: Option<NetMgmt>,
+    key: MatchKey,
+    sent_at: Instant,
+}
+
+/// An FO-originated request waiting for the bank's response, by matching key.
+struct FoPending {
+    node: NodeId,
+    correlation: u64,
+    session: SessionId,
+    mti: Mti,
+    netmgmt: Option<NetMgmt>,
+    sent_at: Instant,
+    deadline: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A bank request's deadline, by correlation id.
+    Request(u64),
+    /// An FO-originated request's deadline.
+    FoRequest(BankIdx, MatchKey, u64),
+    /// Forget a timed-out bank request.
+    ForgetExpired(u64),
+    /// Forget a timed-out FO-originated request.
+    ForgetFoExpired(BankIdx, MatchKey, u64),
+}
+
+/// The router. See the module documentation.
+pub struct Router {
+    nodes: Vec<String>,
+    node_up: Vec<bool>,
+    banks: Vec<Bank>,
+    bank_index: HashMap<String, BankIdx>,
+    sessions: HashMap<SessionId, Session>,
+    pending: HashMap<u64, Pending>,
+    expired: HashMap<u64, Pending>,
+    fo_pending: HashMap<(BankIdx, MatchKey), VecDeque<FoPending>>,
+    fo_expired: HashMap<(BankIdx, MatchKey), VecDeque<FoPending>>,
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    next_correlation: u64,
+    late_window: Duration,
+    actions: VecDeque<Action>,
+}
+
+impl Router {
+    /// A router with no sessions and every node down.
+    pub fn new(cfg: RouterConfig) -> Self {
+        let bank_index =
+            cfg.banks.iter().enumerate().map(|(i, b)| (b.id.clone(), BankIdx(i as u16))).collect();
+        Self {
+            node_up: vec![false; cfg.nodes.len()],
+            nodes: cfg.nodes,
+            banks: cfg
+                .banks
+                .into_iter()
+                .map(|spec| Bank {
+                    spec,
+                    sessions: Vec::new(),
+                    next_session: 0,
+                    counters: BankCounters::default(),
+                    inflight: 0,
+                })
+                .collect(),
+            bank_index,
+            sessions: HashMap::new(),
+            pending: HashMap::new(),
+            expired: HashMap::new(),
+            fo_pending: HashMap::new(),
+            fo_expired: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_correlation: 1,
+            late_window: cfg.late_window,
+            actions: VecDeque::new(),
+        }
+    }
+
+    /// The index of a bank id.
+    pub fn bank(&self, id: &str) -> Option<BankIdx> {
+        self.bank_index.get(id).copied()
+    }
+
+    /// A bank's id.
+    pub fn bank_id(&self, bank: BankIdx) -> &str {
+        &self.banks[usize::from(bank.0)].spec.id
+    }
+
+    /// A node's name.
+    pub fn node_name(&self, node: NodeId) -> &str {
+        &self.nodes[usize::from(node.0)]
+    }
+
+    /// Every node, with whether its link is up.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &str, bool)> + '_ {
+        self.nodes.iter().enumerate().map(|(i, n)| (NodeId(i as u16), n.as_str(), self.node_up[i]))
+    }
+
+    /// Every bank index.
+    pub fn banks(&self) -> impl Iterator<Item = BankIdx> + use<> {
+        (0..self.banks.len()).map(|i| BankIdx(i as u16))
+    }
+
+    /// A bank's counters.
+    pub fn counters(&self, bank: BankIdx) -> &BankCounters {
+        &self.banks[usize::from(bank.0)].counters
+    }
+
+    /// Bank requests of a bank in flight.
+    pub fn inflight(&self, bank: BankIdx) -> u64 {
+        self.banks[usize::from(bank.0)].inflight
+    }
+
+    /// The node a bank is routed to.
+    pub fn active_node(&self, bank: BankIdx) -> NodeId {
+        self.banks[usize::from(bank.0)].spec.active
+    }
+
+    /// Routes a bank to another node from now on. Requests in flight on the old
+    /// node keep their route back.
+    pub fn set_active_node(&mut self, bank: BankIdx, node: NodeId) {
+        self.banks[usize::from(bank.0)].spec.active = node;
+    }
+
+    /// A bank's live sessions.
+    pub fn sessions(&self, bank: BankIdx, now: Instant) -> Vec<SessionView> {
+        self.banks[usize::from(bank.0)]
+            .sessions
+            .iter()
+            .filter_map(|id| self.sessions.get(id).map(|s| (id, s)))
+            .map(|(id, s)| SessionView {
+                id: *id,
+                peer: s.peer.clone(),
+                app_state: s.app_state(),
+                inflight: s.inflight,
+                idle_secs: now.saturating_duration_since(s.last_message).as_secs_f64(),
+                since_echo_secs: s.last_echo_ok.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            })
+            .collect()
+    }
+
+    /// A node's link came up or went down. Requests in flight on a node that went
+    /// down stay tracked until their deadline: a response may still come if the
+    /// link returns, and otherwise the bank sees a timeout (the default policy).
+    pub fn node_link(&mut self, node: NodeId, up: bool) {
+        self.node_up[usize::from(node.0)] = up;
+    }
+
+    /// `pups` reports a new bank session (or an existing one after `mups` attached).
+    pub fn session_up(&mut self, now: Instant, session: SessionId, bank: BankIdx, peer: String) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.peer = peer;
+            return;
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                bank,
+                peer,
+                signed: AppState::Unknown,
+                echo_failing: false,
+                last_message: now,
+                last_echo_ok: None,
+                inflight: 0,
+            },
+        );
+        self.banks[usize::from(bank.0)].sessions.push(session);
+    }
+
+    /// `pups` reports a session closed. Its requests in flight stay tracked: their
+    /// responses will be counted as undeliverable.
+    pub fn session_down(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.remove(&session) {
+            self.banks[usize::from(s.bank.0)].sessions.retain(|&id| id != session);
+        }
+    }
+
+    /// A message from a bank session. `bank` is the bank `pups` accepted the
+    /// session for (it comes with every message, so data may overtake `session_up`).
+    pub fn from_bank(&mut self, now: Instant, bank: BankIdx, session: SessionId, message: Bytes) {
+        if !self.sessions.contains_key(&session) {
+            self.session_up(now, session, bank, String::new());
+        }
+        let b = usize::from(bank.0);
+        self.banks[b].counters.from_bank += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.last_message = now;
+        }
+        let layout = Arc::clone(&self.banks[b].spec.layout);
+        let msg = match Message::parse(&layout, &message) {
+            Ok(msg) => msg,
+            Err(error) => {
+                let close = self.banks[b].spec.bad_message == BadMessagePolicy::Close;
+                self.banks[b].counters.bad_messages += 1;
+                let dump = masked_hexdump(&message, Some(&layout), 256);
+                self.event(Event::BadMessage {
+                    bank,
+                    session: Some(session),
+                    from: Side::Bank,
+                    error: error.clone(),
+                    dump,
+                    closed: close,
+                });
+                if close {
+                    self.actions
+                        .push_back(Action::CloseSession { session, reason: format!("bad message: {error}") });
+                }
+                return;
+            }
+        };
+        let spec = &self.banks[b].spec;
+        let key = spec.match_key.key(&msg);
+        let netmgmt = spec.netmgmt.classify(&msg).and_then(Result::ok);
+        let mti = msg.mti();
+        let active = spec.active;
+        match mti.role() {
+            Role::Request => {
+                if !self.node_up[usize::from(active.0)] {
+                    self.banks[b].counters.no_route += 1;
+                    self.event(Event::NoRoute { bank, node: active, key });
+                    return;
+                }
+                let correlation = self.next_correlation;
+                self.next_correlation += 1;
+                let deadline = now + self.banks[b].spec.request_timeout;
+                self.pending.insert(
+                    correlation,
+                    Pending { bank, session, node: active, mti, netmgmt, key, sent_at: now },
+                );
+                self.timers.push(Reverse((deadline, Timer::Request(correlation))));
+                self.banks[b].counters.requests_to_node += 1;
+                self.banks[b].inflight += 1;
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.inflight += 1;
+                }
+                self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
+            }
+            Role::Response => {
+                let response_code = msg.response_code().and_then(Result::ok).map(|rc| rc.0);
+                let slot = (bank, key);
+                if let Some(fo) = pop_front(&mut self.fo_pending, &slot) {
+                    self.banks[b].counters.fo_responses_to_node += 1;
+                    self.note_netmgmt(now, fo.session, fo.netmgmt.as_ref(), response_code.as_deref());
+                    self.event(Event::Answered {
+                        bank,
+                        node: fo.node,
+                        requester: Side::Node,
+                        mti: fo.mti,
+                        response_code,
+                        latency: now.saturating_duration_since(fo.sent_at),
+                    });
+                    self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::empty(), message);
+                } else if let Some(fo) = pop_front(&mut self.fo_expired, &slot) {
+                    self.banks[b].counters.late += 1;
+                    self.event(Event::Late { bank, node: fo.node, from: Side::Bank, key: slot.1 });
+                    self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::LATE, message);
+                } else {
+                    self.banks[b].counters.unmatched_from_bank += 1;
+                    self.event(Event::Unmatched { bank, from: Side::Bank, key: Some(slot.1) });
+                    self.send_to_node(active, bank, session, 0, DataFlags::UNMATCHED, message);
+                }
+            }
+            Role::Notification | Role::Other => {
+                self.banks[b].counters.unpaired_forwarded += 1;
+                self.send_to_node(active, bank, session, 0, DataFlags::empty(), message);
+            }
+        }
+    }
+
+    /// DATA from a node.
+    pub fn from_node(&mut self, now: Instant, node: NodeId, data: Data) {
+        let Some(bank) = self.bank(&data.bank_id) else {
+            let detail = format!("DATA for unknown bank {:?}", data.bank_id);
+            return self.event(Event::Protocol { node, detail });
+        };
+        if data.direction != Direction::ToBank {
+            let detail = format!("DATA towards the node received from the node (bank {})", data.bank_id);
+            return self.event(Event::Protocol { node, detail });
+        }
+        let b = usize::from(bank.0);
+        let layout = Arc::clone(&self.banks[b].spec.layout);
+        let parsed = Message::parse(&layout, &data.message);
+        // A response we are waiting for is routed by correlation id even if it does not
+        // decode: we are a transparent proxy, the bank judges its content.
+        if let Some(p) = self.pending.remove(&data.correlation_id) {
+            self.banks[b].inflight -= 1;
+            if let Some(s) = self.sessions.get_mut(&p.session) {
+                s.inflight -= 1;
+            }
+            let response_code = parsed.as_ref().ok().and_then(|m| m.response_code()).and_then(Result::ok);
+            let response_code = response_code.map(|rc| rc.0);
+            self.banks[b].counters.responses_to_bank += 1;
+            self.note_netmgmt(now, p.session, p.netmgmt.as_ref(), response_code.as_deref());
+            self.event(Event::Answered {
+                bank,
+                node: p.node,
+                requester: Side::Bank,
+                mti: p.mti,
+                response_code,
+                latency: now.saturating_duration_since(p.sent_at),
+            });
+            return self.send_to_bank(bank, Some(p.session), parsed.ok().map(|m| m.mti()), data.message);
+        }
+        if let Some(p) = self.expired.remove(&data.correlation_id) {
+            self.banks[b].counters.late += 1;
+            let mti = parsed.as_ref().ok().map(Message::mti);
+            self.event(Event::Late { bank, node: p.node, from: Side::Node, key: p.key });
+            return self.send_to_bank(bank, Some(p.session), mti, data.message);
+        }
+        let msg = match parsed {
+            Ok(msg) => msg,
+            Err(error) => {
+                self.banks[b].counters.bad_messages += 1;
+                let dump = masked_hexdump(&data.message, Some(&layout), 256);
+                return self.event(Event::BadMessage {
+                    bank,
+                    session: None,
+                    from: Side::Node,
+                    error,
+                    dump,
+                    closed: false,
+                });
+            }
+        };
+        let mti = msg.mti();
+        let wanted = (data.session_id != 0).then_some(data.session_id);
+        match mti.role() {
+            Role::Request => {
+                let spec = &self.banks[b].spec;
+                let key = spec.match_key.key(&msg);
+                let netmgmt = spec.netmgmt.classify(&msg).and_then(Result::ok);
+                let deadline = now + spec.request_timeout;
+                let Some(session) = self.pick_session(bank, wanted) else {
+                    self.banks[b].counters.undeliverable += 1;
+                    return self.event(Event::Undeliverable { bank, session: wanted, mti: Some(mti) });
+                };
+                self.fo_pending.entry((bank, key.clone())).or_default().push_back(FoPending {
+                    node,
+                    correlation: data.correlation_id,
+                    session,
+                    mti,
+                    netmgmt,
+                    sent_at: now,
+                    deadline,
+                });
+                self.timers.push(Reverse((deadline, Timer::FoRequest(bank, key, data.correlation_id))));
+                self.banks[b].counters.fo_requests_to_bank += 1;
+                self.send_to_bank(bank, Some(session), Some(mti), data.message);
+            }
+            Role::Response => {
+                let key = self.banks[b].spec.match_key.key(&msg);
+                self.banks[b].counters.unmatched_from_node += 1;
+                self.event(Event::Unmatched { bank, from: Side::Node, key: Some(key) });
+                self.send_to_bank(bank, wanted, Some(mti), data.message);
+            }
+            Role::Notification | Role::Other => {
+                self.banks[b].counters.unpaired_forwarded += 1;
+                self.send_to_bank(bank, wanted, Some(mti), data.message);
+            }
+        }
+    }
+
+    /// Fires every deadline at or before `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, timer))) = self.timers.pop() else { break };
+            match timer {
+                Timer::Request(correlation) => {
+                    let Some(p) = self.pending.remove(&correlation) else { continue };
+                    let b = usize::from(p.bank.0);
+                    self.banks[b].inflight -= 1;
+                    self.banks[b].counters.timeouts += 1;
+                    if let Some(s) = self.sessions.get_mut(&p.session) {
+                        s.inflight -= 1;
+                    }
+                    self.note_echo_timeout(p.session, p.netmgmt.as_ref());
+                    self.event(Event::Timeout {
+                        bank: p.bank,
+                        session: p.session,
+                        node: p.node,
+                        requester: Side::Bank,
+                        key: p.key.clone(),
+                    });
+                    self.timers.push(Reverse((at + self.late_window, Timer::ForgetExpired(correlation))));
+                    self.expired.insert(correlation, p);
+                }
+                Timer::FoRequest(bank, key, correlation) => {
+                    let slot = (bank, key);
+                    let Some(queue) = self.fo_pending.get_mut(&slot) else { continue };
+                    let Some(pos) =
+                        queue.iter().position(|p| p.correlation == correlation && p.deadline <= now)
+                    else {
+                        continue;
+                    };
+                    let p = queue.remove(pos).expect("position is valid");
+                    if queue.is_empty() {
+                        self.fo_pending.remove(&slot);
+                    }
+                    self.banks[usize::from(bank.0)].counters.fo_timeouts += 1;
+                    self.note_echo_timeout(p.session, p.netmgmt.as_ref());
+                    self.event(Event::Timeout {
+                        bank,
+                        session: p.session,
+                        node: p.node,
+                        requester: Side::Node,
+                        key: slot.1.clone(),
+                    });
+                    self.timers.push(Reverse((
+                        at + self.late_window,
+                        Timer::ForgetFoExpired(bank, slot.1.clone(), correlation),
+                    )));
+                    self.fo_expired.entry(slot).or_default().push_back(p);
+                }
+                Timer::ForgetExpired(correlation) => {
+                    self.expired.remove(&correlation);
+                }
+                Timer::ForgetFoExpired(bank, key, correlation) => {
+                    let slot = (bank, key);
+                    if let Some(queue) = self.fo_expired.get_mut(&slot) {
+                        queue.retain(|p| p.correlation != correlation);
+                        if queue.is_empty() {
+                            self.fo_expired.remove(&slot);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next deadline, if any: call [`Router::handle_timeout`] then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next thing to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn event(&mut self, event: Event) {
+        self.actions.push_back(Action::Event(event));
+    }
+
+    fn send_to_node(
+        &mut self,
+        node: NodeId,
+        bank: BankIdx,
+        session: SessionId,
+        correlation_id: u64,
+        flags: DataFlags,
+        message: Bytes,
+    ) {
+        let data = Data {
+            bank_id: self.bank_id(bank).to_owned(),
+            session_id: session,
+            direction: Direction::ToNode,
+            correlation_id,
+            flags,
+            message,
+        };
+        self.actions.push_back(Action::ToNode { node, data });
+    }
+
+    /// Delivers to `wanted` if it is a live session of the bank, else to another one.
+    fn send_to_bank(&mut self, bank: BankIdx, wanted: Option<SessionId>, mti: Option<Mti>, message: Bytes) {
+        let b = usize::from(bank.0);
+        match self.pick_session(bank, wanted) {
+            Some(session) => {
+                self.banks[b].counters.to_bank += 1;
+                self.actions.push_back(Action::ToBank { session, message });
+            }
+            None => {
+                self.banks[b].counters.undeliverable += 1;
+                self.event(Event::Undeliverable { bank, session: wanted, mti });
+            }
+        }
+    }
+
+    /// `wanted` if it is live and the bank's; else the next signed-on session of the
+    /// bank in turn, else the next session at all.
+    fn pick_session(&mut self, bank: BankIdx, wanted: Option<SessionId>) -> Option<SessionId> {
+        if let Some(id) = wanted {
+            if self.sessions.get(&id).is_some_and(|s| s.bank == bank) {
+                return Some(id);
+            }
+        }
+        let entry = &mut self.banks[usize::from(bank.0)];
+        let n = entry.sessions.len();
+        if n == 0 {
+            return None;
+        }
+        let start = entry.next_session % n;
+        let signed_on = (0..n).map(|i| (start + i) % n).find(|&i| {
+            self.sessions.get(&entry.sessions[i]).is_some_and(|s| s.app_state() == AppState::SignedOn)
+        });
+        let chosen = signed_on.unwrap_or(start);
+        entry.next_session = chosen + 1;
+        Some(entry.sessions[chosen])
+    }
+
+    fn note_netmgmt(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        netmgmt: Option<&NetMgmt>,
+        response_code: Option<&str>,
+    ) {
+        let Some(kind) = netmgmt else { return };
+        let approved = response_code.is_some_and(|rc| rc.bytes().all(|b| b == b'0'));
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        let before = s.app_state();
+        match kind {
+            NetMgmt::SignOn if approved => s.signed = AppState::SignedOn,
+            NetMgmt::SignOff if approved => s.signed = AppState::SignedOff,
+            NetMgmt::Echo if approved => {
+                s.echo_failing = false;
+                s.last_echo_ok = Some(now);
+            }
+            NetMgmt::Echo => s.echo_failing = true,
+            _ => {}
+        }
+        let (bank, after) = (s.bank, s.app_state());
+        if after != before {
+            self.event(Event::AppStateChanged { bank, session, state: after });
+        }
+    }
+
+    fn note_echo_timeout(&mut self, session: SessionId, netmgmt: Option<&NetMgmt>) {
+        if netmgmt != Some(&NetMgmt::Echo) {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&session) else { return };
+        if !s.echo_failing {
+            s.echo_failing = true;
+            let bank = s.bank;
+            self.event(Event::AppStateChanged { bank, session, state: AppState::EchoFailing });
+        }
+    }
+}
+
+fn pop_front<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, VecDeque<V>>, key: &K) -> Option<V> {
+    let queue = map.get_mut(key)?;
+    let item = queue.pop_front();
+    if queue.is_empty() {
+        map.remove(key);
+    }
+    item
+}
+
+/// The API name of an application state.
+pub fn app_state_name(state: AppState) -> &'static str {
+    match state {
+        AppState::Unknown => "unknown",
+        AppState::SignedOn => "signed_on",
+        AppState::SignedOff => "signed_off",
+        AppState::EchoFailing => "echo_failing",
+    }
+}
+
+fn serialize_app_state<S: serde::Serializer>(state: &AppState, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(app_state_name(*state))
+}

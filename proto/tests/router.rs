@@ -1,0 +1,318 @@
+//! The router with virtual time: every routing path, timeouts, late and unmatched
+//! responses, bad messages, and application state from network management.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto::fo_link::{AppState, Data, DataFlags, Direction};
+use proto::iso8583::{Layout, MatchKeyConfig, NetMgmtCodes};
+use proto::router::{Action, BadMessagePolicy, BankIdx, BankSpec, Event, NodeId, Router, RouterConfig, Side};
+
+const A: NodeId = NodeId(0);
+const B: NodeId = NodeId(1);
+const BANK: BankIdx = BankIdx(0);
+
+fn layout() -> &'static Layout {
+    Layout::builtin("iso87-binary").unwrap()
+}
+
+fn router(policy: BadMessagePolicy) -> Router {
+    let spec = BankSpec {
+        id: "bank-1".into(),
+        layout: Arc::new(layout().clone()),
+        match_key: MatchKeyConfig::default(),
+        netmgmt: NetMgmtCodes::default(),
+        request_timeout: Duration::from_secs(10),
+        active: A,
+        bad_message: policy,
+    };
+    let mut r = Router::new(RouterConfig {
+        nodes: vec!["A".into(), "B".into()],
+        banks: vec![spec],
+        late_window: Duration::from_secs(60),
+    });
+    r.node_link(A, true);
+    r.node_link(B, true);
+    r
+}
+
+fn msg(mti: &str, fields: &[(u8, &str)]) -> Bytes {
+    Bytes::from(layout().encode_to_vec(mti, fields.iter().copied()).unwrap())
+}
+
+fn auth(stan: &str) -> Bytes {
+    msg("0100", &[(2, "4761739001010010"), (4, "000000001000"), (11, stan), (41, "TERM0001")])
+}
+
+fn auth_resp(stan: &str) -> Bytes {
+    msg("0110", &[(11, stan), (39, "00"), (41, "TERM0001")])
+}
+
+fn actions(r: &mut Router) -> Vec<Action> {
+    std::iter::from_fn(|| r.poll_action()).collect()
+}
+
+fn to_bank_data(correlation_id: u64, session_id: u64, message: Bytes) -> Data {
+    Data {
+        bank_id: "bank-1".into(),
+        session_id,
+        direction: Direction::ToBank,
+        correlation_id,
+        flags: DataFlags::empty(),
+        message,
+    }
+}
+
+/// The one ToNode action among `acts`.
+fn sent_to_node(acts: &[Action]) -> (NodeId, Data) {
+    let mut found = acts.iter().filter_map(|a| match a {
+        Action::ToNode { node, data } => Some((*node, data.clone())),
+        _ => None,
+    });
+    let one = found.next().expect("a ToNode action");
+    assert!(found.next().is_none(), "exactly one ToNode action");
+    one
+}
+
+fn sent_to_bank(acts: &[Action]) -> Vec<(u64, Bytes)> {
+    acts.iter()
+        .filter_map(|a| match a {
+            Action::ToBank { session, message } => Some((*session, message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn bank_request_goes_to_the_active_node_and_the_response_comes_back() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 7, BANK, "10.0.0.1:5000".into());
+    r.session_up(t0, 8, BANK, "10.0.0.1:5001".into());
+    let req = auth("000001");
+    r.from_bank(t0, BANK, 7, req.clone());
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!(node, A);
+    assert_eq!((data.session_id, data.direction, data.message.clone()), (7, Direction::ToNode, req));
+    assert!(data.correlation_id != 0);
+    assert_eq!(r.inflight(BANK), 1);
+
+    let t1 = t0 + Duration::from_millis(3);
+    r.from_node(t1, A, to_bank_data(data.correlation_id, 7, auth_resp("000001")));
+    let acts = actions(&mut r);
+    assert_eq!(sent_to_bank(&acts), vec![(7, auth_resp("000001"))]);
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Answered { latency, response_code: Some(rc), requester: Side::Bank, .. })
+        if *latency == Duration::from_millis(3) && rc == "00")));
+    let c = r.counters(BANK);
+    assert_eq!((c.requests_to_node, c.responses_to_bank, c.timeouts), (1, 1, 0));
+    assert_eq!(r.inflight(BANK), 0);
+    // The same correlation id again matches nothing: it is delivered and counted.
+    r.from_node(t1, A, to_bank_data(data.correlation_id, 7, auth_resp("000001")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
+    assert_eq!(r.counters(BANK).unmatched_from_node, 1);
+}
+
+#[test]
+fn timeout_then_late_response_is_delivered_and_counted() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.from_bank(t0, BANK, 1, auth("000002"));
+    let (_, data) = sent_to_node(&actions(&mut r));
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    r.handle_timeout(t0 + Duration::from_secs(9));
+    assert!(actions(&mut r).is_empty());
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    let acts = actions(&mut r);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Event(Event::Timeout { session: 1, requester: Side::Bank, .. })))
+    );
+    assert_eq!(r.counters(BANK).timeouts, 1);
+    assert_eq!(r.inflight(BANK), 0);
+
+    r.from_node(t0 + Duration::from_secs(11), A, to_bank_data(data.correlation_id, 1, auth_resp("000002")));
+    let acts = actions(&mut r);
+    assert_eq!(sent_to_bank(&acts).len(), 1);
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Late { from: Side::Node, .. }))));
+    assert_eq!(r.counters(BANK).late, 1);
+
+    // After the late window, the same response would be unmatched.
+    r.from_bank(t0, BANK, 1, auth("000003"));
+    let (_, d3) = sent_to_node(&actions(&mut r));
+    r.handle_timeout(t0 + Duration::from_secs(100));
+    actions(&mut r);
+    r.from_node(t0 + Duration::from_secs(100), A, to_bank_data(d3.correlation_id, 1, auth_resp("000003")));
+    actions(&mut r);
+    assert_eq!((r.counters(BANK).late, r.counters(BANK).unmatched_from_node), (1, 1));
+}
+
+#[test]
+fn fo_originated_request_reaches_a_session_and_its_response_returns_to_the_sender() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    // Node B (not the bank's active node) asks the bank; session 0 = any session.
+    r.from_node(t0, B, to_bank_data(900, 0, msg("0800", &[(7, "1122334455"), (11, "000777"), (70, "301")])));
+    let acts = actions(&mut r);
+    assert_eq!(sent_to_bank(&acts).len(), 1);
+    assert_eq!(sent_to_bank(&acts)[0].0, 1);
+    r.from_bank(
+        t0 + Duration::from_millis(2),
+        BANK,
+        1,
+        msg("0810", &[(7, "1122334455"), (11, "000777"), (39, "00"), (70, "301")]),
+    );
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!((node, data.correlation_id, data.flags), (B, 900, DataFlags::empty()));
+    assert_eq!(r.counters(BANK).fo_responses_to_node, 1);
+    assert!(r.sessions(BANK, t0).iter().all(|s| s.since_echo_secs.is_some()));
+
+    // Unanswered: times out; the late answer still goes to the node that asked, flagged.
+    r.from_node(t0, B, to_bank_data(901, 0, msg("0800", &[(7, "1122334455"), (11, "000778"), (70, "301")])));
+    actions(&mut r);
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    let acts = actions(&mut r);
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Timeout { requester: Side::Node, .. }))));
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Event(Event::AppStateChanged { state: AppState::EchoFailing, .. })))
+    );
+    r.from_bank(
+        t0 + Duration::from_secs(12),
+        BANK,
+        1,
+        msg("0810", &[(7, "1122334455"), (11, "000778"), (39, "00"), (70, "301")]),
+    );
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!((node, data.correlation_id, data.flags), (B, 901, DataFlags::LATE));
+
+    // A bank response nobody asked for goes to the active node, flagged.
+    r.from_bank(t0, BANK, 1, msg("0110", &[(11, "123456"), (39, "00"), (41, "TERM0009")]));
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!((node, data.flags), (A, DataFlags::UNMATCHED));
+    assert_eq!(r.counters(BANK).unmatched_from_bank, 1);
+}
+
+#[test]
+fn bad_messages_follow_the_bank_policy() {
+    let t0 = Instant::now();
+    for (policy, closes) in [(BadMessagePolicy::Drop, false), (BadMessagePolicy::Close, true)] {
+        let mut r = router(policy);
+        r.session_up(t0, 1, BANK, "bank".into());
+        let mut bad = auth("000001").to_vec();
+        bad.truncate(25);
+        r.from_bank(t0, BANK, 1, Bytes::from(bad));
+        let acts = actions(&mut r);
+        let event = acts
+            .iter()
+            .find_map(|a| match a {
+                Action::Event(Event::BadMessage { dump, closed, error, .. }) => {
+                    Some((dump.clone(), *closed, error.clone()))
+                }
+                _ => None,
+            })
+            .expect("a BadMessage event");
+        assert_eq!(event.1, closes);
+        assert!(!event.0.contains("34373631373339"), "the PAN must not be in the dump: {}", event.0);
+        assert!(event.2.to_string().starts_with("DE2 at byte 14: truncated"), "{}", event.2);
+        assert_eq!(acts.iter().any(|a| matches!(a, Action::CloseSession { session: 1, .. })), closes);
+        assert!(!acts.iter().any(|a| matches!(a, Action::ToNode { .. })));
+        assert_eq!(r.counters(BANK).bad_messages, 1);
+    }
+}
+
+#[test]
+fn node_down_means_no_route_and_a_closed_session_means_undeliverable() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.node_link(A, false);
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let acts = actions(&mut r);
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::NoRoute { node: A, .. }))));
+    assert_eq!(r.counters(BANK).no_route, 1);
+
+    r.set_active_node(BANK, B);
+    r.from_bank(t0, BANK, 1, auth("000002"));
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!(node, B);
+    r.session_down(1);
+    r.from_node(t0, B, to_bank_data(data.correlation_id, 1, auth_resp("000002")));
+    let acts = actions(&mut r);
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Undeliverable { session: Some(1), .. }))));
+    assert_eq!(r.counters(BANK).undeliverable, 1);
+}
+
+#[test]
+fn sign_on_and_sign_off_set_the_application_state() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    assert_eq!(r.sessions(BANK, t0)[0].app_state, AppState::Unknown);
+    for (code, state) in [("001", AppState::SignedOn), ("002", AppState::SignedOff)] {
+        r.from_bank(t0, BANK, 1, msg("0800", &[(7, "1122334455"), (11, "000010"), (70, code)]));
+        let (_, data) = sent_to_node(&actions(&mut r));
+        r.from_node(
+            t0,
+            A,
+            to_bank_data(
+                data.correlation_id,
+                1,
+                msg("0810", &[(7, "1122334455"), (11, "000010"), (39, "00"), (70, code)]),
+            ),
+        );
+        let acts = actions(&mut r);
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Event(Event::AppStateChanged { state: s, .. }) if *s == state))
+        );
+        assert_eq!(r.sessions(BANK, t0)[0].app_state, state);
+    }
+    // A declined sign-on leaves the state alone.
+    r.from_bank(t0, BANK, 1, msg("0800", &[(7, "1122334455"), (11, "000011"), (70, "001")]));
+    let (_, data) = sent_to_node(&actions(&mut r));
+    r.from_node(
+        t0,
+        A,
+        to_bank_data(
+            data.correlation_id,
+            1,
+            msg("0810", &[(7, "1122334455"), (11, "000011"), (39, "05"), (70, "001")]),
+        ),
+    );
+    actions(&mut r);
+    assert_eq!(r.sessions(BANK, t0)[0].app_state, AppState::SignedOff);
+}
+
+#[test]
+fn fo_requests_prefer_signed_on_sessions_and_unknown_banks_are_reported() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    for s in [1, 2, 3] {
+        r.session_up(t0, s, BANK, format!("bank:{s}"));
+    }
+    // Sign session 2 on.
+    r.from_bank(t0, BANK, 2, msg("0800", &[(7, "1122334455"), (11, "000010"), (70, "001")]));
+    let (_, data) = sent_to_node(&actions(&mut r));
+    r.from_node(
+        t0,
+        A,
+        to_bank_data(
+            data.correlation_id,
+            2,
+            msg("0810", &[(7, "1122334455"), (11, "000010"), (39, "00"), (70, "001")]),
+        ),
+    );
+    actions(&mut r);
+    for i in 0..4 {
+        let stan = format!("{:06}", 500 + i);
+        r.from_node(t0, A, to_bank_data(1000 + i, 0, msg("0100", &[(11, &stan), (41, "SWITCH01")])));
+        assert_eq!(sent_to_bank(&actions(&mut r))[0].0, 2);
+    }
+    let mut data = to_bank_data(1, 0, auth_resp("000001"));
+    data.bank_id = "nobody".into();
+    r.from_node(t0, A, data);
+    assert!(actions(&mut r).iter().any(|a| matches!(a, Action::Event(Event::Protocol { node: A, .. }))));
+}
