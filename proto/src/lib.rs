@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //!
+//! - [`config`]: the appliance configuration file (TOML), shared by `pups` and `mups`,
+//!   validated with every problem reported at once.
 //! - [`frame`]: ISO 8583 length-header framing (binary, ASCII, hex and BCD lengths,
 //!   TPDU and fixed headers, ETX trailer, keep-alive frames), as a stateless
 //!   `check`/`encode` pair that any buffer type can drive.
@@ -20,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod fo_link;
 pub mod frame;
 pub mod iso8583;

@@ -1,0 +1,430 @@
+//! The appliance configuration, shared by `pups` and `mups`: one TOML file that
+//! names the FO nodes, the banks (how they connect, how they frame and lay out
+//! their messages, where they are routed) and each process's own settings.
+//!
+//! Parsing is pure ([`ApplianceConfig::from_toml_str`]); validation reports every
+//! problem at once, each with its key path (`bank[2].framing.length: …`), before
+//! anything starts. Unknown keys are errors: a typo must not silently change
+//! behaviour.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::frame::FrameConfig;
+use crate::iso8583::{Layout, MatchKeyConfig, NetMgmtCodes, RawFieldSpec};
+use crate::router::{BadMessagePolicy, BankSpec, NodeId, RouterConfig};
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceConfig {
+    /// This appliance.
+    pub appliance: ApplianceSection,
+    /// `pups` settings.
+    #[serde(default)]
+    pub pups: PupsSection,
+    /// `mups` settings.
+    #[serde(default)]
+    pub mups: MupsSection,
+    /// FO nodes, in order; banks name them by id.
+    #[serde(rename = "fo_node", default)]
+    pub fo_nodes: Vec<FoNodeConfig>,
+    /// Banks.
+    #[serde(rename = "bank", default)]
+    pub banks: Vec<BankConfig>,
+}
+
+/// `[appliance]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplianceSection {
+    /// This appliance's name (logs, API).
+    pub id: String,
+    /// The local link's Unix socket: `pups` listens, `mups` connects.
+    pub local_link: PathBuf,
+}
+
+/// `[pups]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PupsSection {
+    /// Heartbeat interval on the local link's control channel, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which `mups` is considered gone (bank sessions stay
+    /// open; reading from them pauses until `mups` is back).
+    pub heartbeat_misses: u32,
+    /// Messages queued per bank session towards `mups` before reading pauses.
+    pub session_queue: usize,
+}
+
+impl Default for PupsSection {
+    fn default() -> Self {
+        Self { heartbeat_interval_ms: 200, heartbeat_misses: 5, session_queue: 256 }
+    }
+}
+
+/// `[mups]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MupsSection {
+    /// Management HTTP listener (metrics, health, API). Never the bank VIP.
+    pub http_listen: SocketAddr,
+    /// Heartbeat interval towards FO nodes, milliseconds.
+    pub node_heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which a node is down.
+    pub node_heartbeat_misses: u32,
+    /// FO node connect timeout, milliseconds.
+    pub node_connect_timeout_ms: u64,
+    /// Reconnect backoff: first delay and cap, milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Reconnect backoff cap, milliseconds.
+    pub reconnect_max_ms: u64,
+    /// How long a timed-out request is remembered to recognise its late response, seconds.
+    pub late_window_s: u64,
+}
+
+impl Default for MupsSection {
+    fn default() -> Self {
+        Self {
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            node_heartbeat_interval_ms: 100,
+            node_heartbeat_misses: 3,
+            node_connect_timeout_ms: 1000,
+            reconnect_min_ms: 50,
+            reconnect_max_ms: 2000,
+            late_window_s: 120,
+        }
+    }
+}
+
+/// `[[fo_node]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FoNodeConfig {
+    /// `A`, `B`, …
+    pub id: String,
+    /// Where the node listens for `mups`.
+    pub address: SocketAddr,
+}
+
+/// What `pups` does with a frame that breaks the bank's framing profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BadFramePolicy {
+    /// Skip the frame when its extent is known (oversize, bad trailer), count and log
+    /// it; close the session only when the framing itself is lost (unreadable length).
+    Drop,
+    /// Close the session on any framing error.
+    #[default]
+    Close,
+}
+
+/// What `pups` does with a zero-length (keep-alive) frame from the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KeepAlivePolicy {
+    /// Count it and do nothing.
+    #[default]
+    Ignore,
+    /// Answer with a keep-alive, at most `max_keepalives_in_a_row` times without
+    /// other traffic in between (guards against echo storms between two echoing ends).
+    Echo,
+}
+
+/// `[[bank]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankConfig {
+    /// Stable id (API, metrics, FO link).
+    pub id: String,
+    /// Human name.
+    #[serde(default)]
+    pub name: String,
+    /// Where the bank connects (VIP:port). Banks may share a listener; the source
+    /// address then tells them apart (first bank in file order whose `allow` matches).
+    pub listen: SocketAddr,
+    /// Source networks allowed to connect as this bank.
+    pub allow: Vec<IpNet>,
+    /// Most sessions at once; further connections are closed and counted.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Framing profile.
+    pub framing: FrameConfig,
+    /// Built-in layout name.
+    pub layout: String,
+    /// Single-field overrides on top of `layout`.
+    #[serde(default)]
+    pub layout_overrides: BTreeMap<String, RawFieldSpec>,
+    /// The FO node the bank is routed to.
+    pub active_node: String,
+    /// Its reserve node.
+    #[serde(default)]
+    pub reserve_node: Option<String>,
+    /// Request timeout, milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Close a session after this many seconds without a byte from the bank; 0 = never.
+    #[serde(default)]
+    pub idle_timeout_s: u64,
+    /// Framing errors.
+    #[serde(default)]
+    pub bad_frame: BadFramePolicy,
+    /// Messages that do not decode under the layout.
+    #[serde(default)]
+    pub bad_message: BadMessagePolicy,
+    /// Keep-alive frames.
+    #[serde(default)]
+    pub keepalive: KeepAlivePolicy,
+    /// Echo-storm guard for `keepalive = "echo"`.
+    #[serde(default = "default_max_keepalives")]
+    pub max_keepalives_in_a_row: u32,
+    /// Matching key fields.
+    #[serde(default)]
+    pub match_key: MatchKeyConfig,
+    /// Network-management codes.
+    #[serde(default)]
+    pub netmgmt: NetMgmtCodes,
+}
+
+fn default_max_sessions() -> usize {
+    4
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_keepalives() -> u32 {
+    3
+}
+
+impl BankConfig {
+    /// Whether `ip` may connect as this bank.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The bank's layout: the built-in with the overrides applied.
+    pub fn build_layout(&self) -> Result<Layout, Vec<String>> {
+        let base = Layout::builtin(&self.layout).map_err(|e| vec![e.to_string()])?;
+        if self.layout_overrides.is_empty() {
+            return Ok(base.clone());
+        }
+        base.with_overrides(&format!("{}+{}", self.layout, self.id), &self.layout_overrides)
+            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+}
+
+/// One configuration problem, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Key path, e.g. `bank[2].framing.length`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A configuration that cannot be used: every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", issues.len(), issues.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// The problems.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl ApplianceConfig {
+    /// Parses and validates a configuration file's text.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError {
+            issues: vec![ConfigIssue { path: "(syntax)".into(), message: e.to_string() }],
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Every semantic problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut issues = Vec::new();
+        let mut issue = |path: String, message: String| issues.push(ConfigIssue { path, message });
+        if self.fo_nodes.is_empty() {
+            issue("fo_node".into(), "at least one FO node is needed".into());
+        }
+        let mut node_ids = HashSet::new();
+        for (i, n) in self.fo_nodes.iter().enumerate() {
+            if n.id.is_empty() || !node_ids.insert(n.id.as_str()) {
+                issue(format!("fo_node[{i}].id"), format!("{:?} is empty or not unique", n.id));
+            }
+        }
+        if self.mups.node_heartbeat_interval_ms == 0 || self.mups.node_heartbeat_misses == 0 {
+            issue("mups.node_heartbeat_interval_ms".into(), "interval and misses must be above 0".into());
+        }
+        if self.pups.heartbeat_interval_ms == 0 || self.pups.heartbeat_misses == 0 {
+            issue("pups.heartbeat_interval_ms".into(), "interval and misses must be above 0".into());
+        }
+        if self.pups.session_queue == 0 {
+            issue("pups.session_queue".into(), "must be above 0".into());
+        }
+        let mut bank_ids = HashSet::new();
+        for (i, b) in self.banks.iter().enumerate() {
+            let at = |key: &str| format!("bank[{i}].{key}");
+            if b.id.is_empty() || !bank_ids.insert(b.id.as_str()) {
+                issue(at("id"), format!("{:?} is empty or not unique", b.id));
+            }
+            if b.allow.is_empty() {
+                issue(at("allow"), "no source network allowed: the bank could never connect".into());
+            }
+            if b.max_sessions == 0 {
+                issue(at("max_sessions"), "must be above 0".into());
+            }
+            if b.framing.max_frame == 0 {
+                issue(at("framing.max_frame"), "must be above 0".into());
+            }
+            if let Err(errors) = b.build_layout() {
+                for e in errors {
+                    issue(at("layout"), e);
+                }
+            }
+            for node in std::iter::once(&b.active_node).chain(&b.reserve_node) {
+                if !node_ids.contains(node.as_str()) {
+                    issue(at("active_node"), format!("no fo_node has id {node:?}"));
+                }
+            }
+            if b.request_timeout_ms == 0 {
+                issue(at("request_timeout_ms"), "must be above 0".into());
+            }
+            if let Err(errors) = b.match_key.validate() {
+                for e in errors {
+                    issue(at("match_key"), e.to_string());
+                }
+            }
+        }
+        if issues.is_empty() { Ok(()) } else { Err(ConfigError { issues }) }
+    }
+
+    /// The index of an FO node id.
+    pub fn node_id(&self, id: &str) -> Option<NodeId> {
+        self.fo_nodes.iter().position(|n| n.id == id).map(|i| NodeId(i as u16))
+    }
+
+    /// The router's configuration. Call on a validated configuration.
+    pub fn router_config(&self) -> RouterConfig {
+        RouterConfig {
+            nodes: self.fo_nodes.iter().map(|n| n.id.clone()).collect(),
+            banks: self
+                .banks
+                .iter()
+                .map(|b| BankSpec {
+                    id: b.id.clone(),
+                    layout: Arc::new(b.build_layout().expect("validated")),
+                    match_key: b.match_key.clone(),
+                    netmgmt: b.netmgmt.clone(),
+                    request_timeout: b.request_timeout(),
+                    active: self.node_id(&b.active_node).expect("validated"),
+                    bad_message: b.bad_message,
+                })
+                .collect(),
+            late_window: Duration::from_secs(self.mups.late_window_s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[appliance]
+id = "app-1"
+local_link = "/tmp/pups.sock"
+
+[[fo_node]]
+id = "A"
+address = "127.0.0.1:7001"
+
+[[fo_node]]
+id = "B"
+address = "127.0.0.1:7002"
+
+[[bank]]
+id = "bank-1"
+listen = "127.0.0.1:6001"
+allow = ["127.0.0.0/8"]
+framing = { length = "u16be" }
+layout = "iso87-binary"
+active_node = "A"
+reserve_node = "B"
+
+[[bank]]
+id = "bank-2"
+listen = "127.0.0.1:6001"
+allow = ["10.0.0.0/8", "::1/128"]
+framing = { length = "ascii4", tpdu = true, max_frame = 4096 }
+layout = "iso87-ascii"
+layout_overrides = { "48" = { data_enc = "ascii", len_enc = "ascii", len_type = 3, max_len = 500 } }
+active_node = "B"
+bad_message = "close"
+match_key = { fields = [11, 41, 42] }
+"#;
+
+    #[test]
+    fn a_good_file_parses_and_builds_the_router_config() {
+        let cfg = ApplianceConfig::from_toml_str(GOOD).unwrap();
+        assert_eq!(cfg.banks.len(), 2);
+        assert!(cfg.banks[0].allows("127.0.0.9".parse().unwrap()));
+        assert!(!cfg.banks[0].allows("10.0.0.9".parse().unwrap()));
+        assert!(cfg.banks[1].allows("::1".parse().unwrap()));
+        assert!(cfg.banks[0].allows("::ffff:127.0.0.1".parse().unwrap()));
+        let rc = cfg.router_config();
+        assert_eq!(rc.banks[1].active, NodeId(1));
+        assert_eq!(rc.banks[1].layout.field(48).unwrap().max_len, 500);
+        assert_eq!(cfg.mups.node_heartbeat_interval_ms, 100);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let bad = GOOD
+            .replace(r#"active_node = "B""#, r#"active_node = "C""#)
+            .replace(r#"allow = ["127.0.0.0/8"]"#, "allow = []")
+            .replace("max_len = 500", "max_len = 5000")
+            .replace("[11, 41, 42]", "[11, 35]");
+        let err = ApplianceConfig::from_toml_str(&bad).unwrap_err();
+        let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["bank[0].allow", "bank[1].layout", "bank[1].active_node", "bank[1].match_key"],
+            "{err}"
+        );
+        assert!(err.to_string().contains("no fo_node has id \"C\""));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_syntax_errors() {
+        let err = ApplianceConfig::from_toml_str(&GOOD.replace("max_frame = 4096", "max_frmae = 4096"))
+            .unwrap_err();
+        assert!(err.to_string().contains("max_frmae"), "{err}");
+        let err = ApplianceConfig::from_toml_str(&GOOD.replace("u16be", "u17be")).unwrap_err();
+        assert!(err.to_string().contains("unknown framing"), "{err}");
+    }
+}
