@@ -37,11 +37,25 @@ pub enum FoKind {
     Ack,
     /// [`Nack`], type `0x31`.
     Nack,
+    /// [`Channel`], type `0x40` (local link only).
+    Channel,
+    /// [`SessionUp`], type `0x41` (local link only).
+    SessionUp,
+    /// [`SessionDown`], type `0x42` (local link only).
+    SessionDown,
+    /// [`InventoryEnd`], type `0x43` (local link only).
+    InventoryEnd,
+    /// [`CloseSession`], type `0x44` (local link only).
+    CloseSession,
+    /// [`SessionPause`], type `0x45` (local link only).
+    SessionPause,
+    /// [`SessionResume`], type `0x46` (local link only).
+    SessionResume,
 }
 
 impl FoKind {
     /// Every kind, in type byte order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 19] = [
         Self::Hello,
         Self::Heartbeat,
         Self::HeartbeatAck,
@@ -54,6 +68,13 @@ impl FoKind {
         Self::Deactivate,
         Self::Ack,
         Self::Nack,
+        Self::Channel,
+        Self::SessionUp,
+        Self::SessionDown,
+        Self::InventoryEnd,
+        Self::CloseSession,
+        Self::SessionPause,
+        Self::SessionResume,
     ];
 
     /// The type byte on the wire. These values never change within a version.
@@ -71,6 +92,13 @@ impl FoKind {
             Self::Deactivate => 0x24,
             Self::Ack => 0x30,
             Self::Nack => 0x31,
+            Self::Channel => 0x40,
+            Self::SessionUp => 0x41,
+            Self::SessionDown => 0x42,
+            Self::InventoryEnd => 0x43,
+            Self::CloseSession => 0x44,
+            Self::SessionPause => 0x45,
+            Self::SessionResume => 0x46,
         }
     }
 
@@ -89,6 +117,13 @@ impl FoKind {
             0x24 => Self::Deactivate,
             0x30 => Self::Ack,
             0x31 => Self::Nack,
+            0x40 => Self::Channel,
+            0x41 => Self::SessionUp,
+            0x42 => Self::SessionDown,
+            0x43 => Self::InventoryEnd,
+            0x44 => Self::CloseSession,
+            0x45 => Self::SessionPause,
+            0x46 => Self::SessionResume,
             _ => return None,
         })
     }
@@ -109,7 +144,21 @@ impl FoKind {
             Self::Deactivate => "DEACTIVATE",
             Self::Ack => "ACK",
             Self::Nack => "NACK",
+            Self::Channel => "CHANNEL",
+            Self::SessionUp => "SESSION_UP",
+            Self::SessionDown => "SESSION_DOWN",
+            Self::InventoryEnd => "INVENTORY_END",
+            Self::CloseSession => "CLOSE_SESSION",
+            Self::SessionPause => "SESSION_PAUSE",
+            Self::SessionResume => "SESSION_RESUME",
         }
+    }
+
+    /// Whether this kind belongs to the local link (`pups` ↔ `mups`) only: type
+    /// bytes `0x40`–`0x4F`. The codec reads them on any link; a receiver on the FO
+    /// link must treat one as an unknown type and close the link.
+    pub const fn is_local_link_only(self) -> bool {
+        matches!(self.type_byte(), 0x40..=0x4F)
     }
 }
 
@@ -157,6 +206,19 @@ wire_enum! {
         Controller = 1,
         /// An FO processing node (or its simulator).
         Node = 2,
+        /// `pups`, the edge proxy owning the banks' TCP sessions: the listening
+        /// end of the local link.
+        Edge = 3,
+    }
+}
+
+wire_enum! {
+    /// Which of its two local-link connections `mups` is opening, in [`Channel`].
+    LinkChannel {
+        /// The data channel: `DATA` only, both ways.
+        Data = 1,
+        /// The control channel: heartbeats, session events and session commands.
+        Control = 2,
     }
 }
 
@@ -248,6 +310,59 @@ impl NackReason {
             4 => Self::Busy,
             5 => Self::Timeout,
             6 => Self::Internal,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// Why a bank session ended, in [`SessionDown`]. Unknown codes are kept as
+/// [`SessionDownReason::Other`], so a newer `pups`'s reason still reaches the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionDownReason {
+    /// Code 1: the bank closed the connection (orderly FIN).
+    PeerClosed,
+    /// Code 2: the bank reset the connection.
+    PeerReset,
+    /// Code 3: nothing was received from the bank for the configured idle time.
+    IdleTimeout,
+    /// Code 4: the bank's byte stream broke its framing profile.
+    FramingError,
+    /// Code 5: `mups` asked for it with [`CloseSession`].
+    ClosedByController,
+    /// Code 6: a socket error other than a reset.
+    IoError,
+    /// Code 7: `pups` is shutting down.
+    Shutdown,
+    /// A code this version does not name. Encoding `Other` with a named code (1–7)
+    /// decodes as the named variant; use [`SessionDownReason::from_code`] to build one.
+    Other(u16),
+}
+
+impl SessionDownReason {
+    /// The code on the wire.
+    pub const fn code(self) -> u16 {
+        match self {
+            Self::PeerClosed => 1,
+            Self::PeerReset => 2,
+            Self::IdleTimeout => 3,
+            Self::FramingError => 4,
+            Self::ClosedByController => 5,
+            Self::IoError => 6,
+            Self::Shutdown => 7,
+            Self::Other(code) => code,
+        }
+    }
+
+    /// The reason of a wire code; every code has one.
+    pub const fn from_code(code: u16) -> Self {
+        match code {
+            1 => Self::PeerClosed,
+            2 => Self::PeerReset,
+            3 => Self::IdleTimeout,
+            4 => Self::FramingError,
+            5 => Self::ClosedByController,
+            6 => Self::IoError,
+            7 => Self::Shutdown,
             other => Self::Other(other),
         }
     }
@@ -559,6 +674,77 @@ pub struct Nack {
     pub detail: String,
 }
 
+/// `CHANNEL` (local link): `mups`'s first frame after the handshake on each of its
+/// two connections to `pups`, saying which one it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Channel {
+    /// Which connection this is.
+    pub channel: LinkChannel,
+}
+
+/// `SESSION_UP` (local link, `pups` → `mups`): a bank session is open — a new one,
+/// or, in the inventory after an attach, one that already was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUp {
+    /// `pups`'s id for the session, as in [`Data::session_id`].
+    pub session_id: u64,
+    /// The bank.
+    pub bank_id: String,
+    /// The bank's end of the TCP connection, `ip:port`.
+    pub peer: String,
+    /// Our end of the TCP connection, `ip:port`.
+    pub local: String,
+    /// When the connection was opened, microseconds since the Unix epoch.
+    pub opened_at_micros: u64,
+}
+
+/// `SESSION_DOWN` (local link, `pups` → `mups`): a bank session has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDown {
+    /// The session.
+    pub session_id: u64,
+    /// Its bank.
+    pub bank_id: String,
+    /// Why it ended.
+    pub reason: SessionDownReason,
+    /// Free text for the log (e.g. the socket error).
+    pub detail: String,
+}
+
+/// `INVENTORY_END` (local link, `pups` → `mups`): the `SESSION_UP`s of the inventory
+/// that follows an attach have all been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryEnd {
+    /// How many `SESSION_UP`s the inventory held.
+    pub sessions: u32,
+}
+
+/// `CLOSE_SESSION` (local link, `mups` → `pups`): close a bank session's TCP
+/// connection; `pups` answers with [`SessionDown`] (`ClosedByController`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseSession {
+    /// The session.
+    pub session_id: u64,
+    /// Why, for `pups`'s log.
+    pub reason: String,
+}
+
+/// `SESSION_PAUSE` (local link, `mups` → `pups`): stop reading from a bank session's
+/// socket; the bank sees TCP back-pressure, not a disconnect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPause {
+    /// The session.
+    pub session_id: u64,
+}
+
+/// `SESSION_RESUME` (local link, `mups` → `pups`): read from a paused session's
+/// socket again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionResume {
+    /// The session.
+    pub session_id: u64,
+}
+
 /// One FO link message.
 ///
 /// Not `#[non_exhaustive]` on purpose: a new message type should break every
@@ -589,6 +775,20 @@ pub enum FoMessage {
     Ack(Ack),
     /// `NACK`.
     Nack(Nack),
+    /// `CHANNEL` (local link only).
+    Channel(Channel),
+    /// `SESSION_UP` (local link only).
+    SessionUp(SessionUp),
+    /// `SESSION_DOWN` (local link only).
+    SessionDown(SessionDown),
+    /// `INVENTORY_END` (local link only).
+    InventoryEnd(InventoryEnd),
+    /// `CLOSE_SESSION` (local link only).
+    CloseSession(CloseSession),
+    /// `SESSION_PAUSE` (local link only).
+    SessionPause(SessionPause),
+    /// `SESSION_RESUME` (local link only).
+    SessionResume(SessionResume),
 }
 
 impl FoMessage {
@@ -607,13 +807,29 @@ impl FoMessage {
             Self::Deactivate(_) => FoKind::Deactivate,
             Self::Ack(_) => FoKind::Ack,
             Self::Nack(_) => FoKind::Nack,
+            Self::Channel(_) => FoKind::Channel,
+            Self::SessionUp(_) => FoKind::SessionUp,
+            Self::SessionDown(_) => FoKind::SessionDown,
+            Self::InventoryEnd(_) => FoKind::InventoryEnd,
+            Self::CloseSession(_) => FoKind::CloseSession,
+            Self::SessionPause(_) => FoKind::SessionPause,
+            Self::SessionResume(_) => FoKind::SessionResume,
         }
     }
 
-    /// The bank the message is about, if any (all but `HELLO` and heartbeats).
+    /// The bank the message is about, if it names one: every message but `HELLO`,
+    /// heartbeats, and the local-link messages other than `SESSION_UP` and
+    /// `SESSION_DOWN` (the others name a session only, or nothing).
     pub fn bank_id(&self) -> Option<&str> {
         match self {
-            Self::Hello(_) | Self::Heartbeat(_) | Self::HeartbeatAck(_) => None,
+            Self::Hello(_)
+            | Self::Heartbeat(_)
+            | Self::HeartbeatAck(_)
+            | Self::Channel(_)
+            | Self::InventoryEnd(_)
+            | Self::CloseSession(_)
+            | Self::SessionPause(_)
+            | Self::SessionResume(_) => None,
             Self::Data(m) => Some(&m.bank_id),
             Self::BankState(m) => Some(&m.bank_id),
             Self::SyncBegin(m) => Some(&m.bank_id),
@@ -623,17 +839,53 @@ impl FoMessage {
             Self::Deactivate(m) => Some(&m.bank_id),
             Self::Ack(m) => Some(&m.bank_id),
             Self::Nack(m) => Some(&m.bank_id),
+            Self::SessionUp(m) => Some(&m.bank_id),
+            Self::SessionDown(m) => Some(&m.bank_id),
         }
     }
 
-    /// The command id, for switchover commands and their replies.
+    /// The one bank session the message is about, if any: `DATA`, `CONTEXT` and the
+    /// local-link session messages (`BANK_STATE` lists several and gives `None`).
+    pub fn session_id(&self) -> Option<u64> {
+        match self {
+            Self::Hello(_)
+            | Self::Heartbeat(_)
+            | Self::HeartbeatAck(_)
+            | Self::BankState(_)
+            | Self::SyncBegin(_)
+            | Self::SyncEnd(_)
+            | Self::Activate(_)
+            | Self::Deactivate(_)
+            | Self::Ack(_)
+            | Self::Nack(_)
+            | Self::Channel(_)
+            | Self::InventoryEnd(_) => None,
+            Self::Data(m) => Some(m.session_id),
+            Self::Context(m) => Some(m.session_id),
+            Self::SessionUp(m) => Some(m.session_id),
+            Self::SessionDown(m) => Some(m.session_id),
+            Self::CloseSession(m) => Some(m.session_id),
+            Self::SessionPause(m) => Some(m.session_id),
+            Self::SessionResume(m) => Some(m.session_id),
+        }
+    }
+
+    /// The command id, for switchover commands and their replies (the local-link
+    /// messages carry none).
     pub fn cmd_id(&self) -> Option<u64> {
         match self {
             Self::Hello(_)
             | Self::Heartbeat(_)
             | Self::HeartbeatAck(_)
             | Self::Data(_)
-            | Self::BankState(_) => None,
+            | Self::BankState(_)
+            | Self::Channel(_)
+            | Self::SessionUp(_)
+            | Self::SessionDown(_)
+            | Self::InventoryEnd(_)
+            | Self::CloseSession(_)
+            | Self::SessionPause(_)
+            | Self::SessionResume(_) => None,
             Self::SyncBegin(m) => Some(m.cmd_id),
             Self::Context(m) => Some(m.cmd_id),
             Self::SyncEnd(m) => Some(m.cmd_id),
@@ -667,5 +919,12 @@ from_variant!(
     Activate,
     Deactivate,
     Ack,
-    Nack
+    Nack,
+    Channel,
+    SessionUp,
+    SessionDown,
+    InventoryEnd,
+    CloseSession,
+    SessionPause,
+    SessionResume
 );

@@ -18,16 +18,23 @@
 //! copies; [`FoMessage::encode`] appends a frame to a `Vec`. [`FoLinkDecoder`] is
 //! the same over a [`BytesMut`] read buffer, ready to sit inside a tokio codec.
 //!
+//! The same wire format serves the *local link* between `pups` and `mups` on one
+//! appliance (a Unix socket; `PeerRole::Edge` for `pups`), which reuses `HELLO`,
+//! the heartbeats and `DATA` and adds messages of its own, type bytes `0x40`–`0x4F`
+//! ([`FoKind::is_local_link_only`]). The codec reads and writes every type on any
+//! link; the receiver enforces which link a message belongs on.
+//!
 //! # Type bytes
 //!
-//! | byte   | message         | byte   | message      |
-//! |--------|-----------------|--------|--------------|
-//! | `0x01` | `HELLO`         | `0x21` | `CONTEXT`    |
-//! | `0x02` | `HEARTBEAT`     | `0x22` | `SYNC_END`   |
-//! | `0x03` | `HEARTBEAT_ACK` | `0x23` | `ACTIVATE`   |
-//! | `0x10` | `DATA`          | `0x24` | `DEACTIVATE` |
-//! | `0x11` | `BANK_STATE`    | `0x30` | `ACK`        |
-//! | `0x20` | `SYNC_BEGIN`    | `0x31` | `NACK`       |
+//! | byte   | message         | byte   | message      | byte   | message (local link) |
+//! |--------|-----------------|--------|--------------|--------|----------------------|
+//! | `0x01` | `HELLO`         | `0x21` | `CONTEXT`    | `0x40` | `CHANNEL`            |
+//! | `0x02` | `HEARTBEAT`     | `0x22` | `SYNC_END`   | `0x41` | `SESSION_UP`         |
+//! | `0x03` | `HEARTBEAT_ACK` | `0x23` | `ACTIVATE`   | `0x42` | `SESSION_DOWN`       |
+//! | `0x10` | `DATA`          | `0x24` | `DEACTIVATE` | `0x43` | `INVENTORY_END`      |
+//! | `0x11` | `BANK_STATE`    | `0x30` | `ACK`        | `0x44` | `CLOSE_SESSION`      |
+//! | `0x20` | `SYNC_BEGIN`    | `0x31` | `NACK`       | `0x45` | `SESSION_PAUSE`      |
+//! |        |                 |        |              | `0x46` | `SESSION_RESUME`     |
 
 mod error;
 mod message;
@@ -40,9 +47,10 @@ use bytes::{Bytes, BytesMut};
 
 pub use error::FoLinkError;
 pub use message::{
-    Ack, Activate, AppState, BankState, Context, Data, DataFlags, Deactivate, Direction, FoKind, FoMessage,
-    Heartbeat, HeartbeatAck, Hello, Nack, NackReason, PeerRole, SessionState, SyncBegin, SyncEnd, SyncRole,
-    TransportState,
+    Ack, Activate, AppState, BankState, Channel, CloseSession, Context, Data, DataFlags, Deactivate,
+    Direction, FoKind, FoMessage, Heartbeat, HeartbeatAck, Hello, InventoryEnd, LinkChannel, Nack,
+    NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume, SessionState,
+    SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
 };
 
 /// The protocol version this codec speaks (and the only one [`decode`] accepts).

@@ -29,6 +29,20 @@ fn data() -> FoMessage {
     })
 }
 
+fn session_up() -> FoMessage {
+    FoMessage::SessionUp(SessionUp {
+        session_id: 7,
+        bank_id: "BK1".into(),
+        peer: "10.0.0.5:40001".into(),
+        local: "10.0.0.1:5000".into(),
+        opened_at_micros: 1_700_000_000_000_000,
+    })
+}
+
+fn close_session() -> FoMessage {
+    FoMessage::CloseSession(CloseSession { session_id: 7, reason: "bad message".into() })
+}
+
 /// One message of every kind, in type byte order.
 fn samples() -> Vec<FoMessage> {
     let params = vec![("max_tps".to_owned(), "250".to_owned()), ("mode".to_owned(), "normal".to_owned())];
@@ -87,6 +101,18 @@ fn samples() -> Vec<FoMessage> {
             reason: NackReason::Busy,
             detail: "x".into(),
         }),
+        FoMessage::Channel(Channel { channel: LinkChannel::Control }),
+        session_up(),
+        FoMessage::SessionDown(SessionDown {
+            session_id: 7,
+            bank_id: "BK1".into(),
+            reason: SessionDownReason::PeerReset,
+            detail: "x".into(),
+        }),
+        FoMessage::InventoryEnd(InventoryEnd { sessions: 2 }),
+        close_session(),
+        FoMessage::SessionPause(SessionPause { session_id: 7 }),
+        FoMessage::SessionResume(SessionResume { session_id: 7 }),
     ]
 }
 
@@ -133,6 +159,27 @@ fn golden_data() {
 }
 
 #[test]
+fn golden_session_up() {
+    let wire = h("00000036 01 41 \
+                  0000000000000007 \
+                  0003 424b31 \
+                  000e 31302e302e302e353a3430303031 \
+                  000d 31302e302e302e313a35303030 \
+                  00060a24181e4000");
+    assert_eq!(session_up().to_vec().unwrap(), wire);
+    assert_eq!(decode(Bytes::from(wire)).unwrap(), session_up());
+}
+
+#[test]
+fn golden_close_session() {
+    let wire = h("00000017 01 44 \
+                  0000000000000007 \
+                  000b 626164206d657373616765");
+    assert_eq!(close_session().to_vec().unwrap(), wire);
+    assert_eq!(decode(Bytes::from(wire)).unwrap(), close_session());
+}
+
+#[test]
 fn golden_others() {
     let samples = samples();
     let golden = [
@@ -144,6 +191,11 @@ fn golden_others() {
         (9, "00000015 01 24 000000000000000b 0001 42 0000000000000003"),
         (10, "00000015 01 30 000000000000000b 0001 42 0000000000000003"),
         (11, "0000001a 01 31 0000000000000009 0001 42 0000000000000003 0004 0001 78"),
+        (12, "00000003 01 40 02"),
+        (14, "00000014 01 42 0000000000000007 0003 424b31 0002 0001 78"),
+        (15, "00000006 01 43 00000002"),
+        (17, "0000000a 01 45 0000000000000007"),
+        (18, "0000000a 01 46 0000000000000007"),
     ];
     for (i, hex) in golden {
         assert_eq!(samples[i].to_vec().unwrap(), h(hex), "{:?}", samples[i].kind());
@@ -199,6 +251,40 @@ fn kinds_and_codes() {
     assert_eq!(samples()[6].cmd_id(), Some(10));
     assert_eq!(samples()[3].bank_id(), Some("BK1"));
     assert_eq!(samples()[0].bank_id(), None);
+}
+
+#[test]
+fn local_link_kinds_and_codes() {
+    // Exactly the 0x40-0x4F kinds are local-link only, and they are the last of ALL.
+    let local: Vec<FoKind> = FoKind::ALL.into_iter().filter(|k| k.is_local_link_only()).collect();
+    assert_eq!(local, FoKind::ALL[12..]);
+    assert!(local.iter().all(|k| (0x40..=0x4f).contains(&k.type_byte())));
+    assert_eq!(FoKind::SessionUp.to_string(), "SESSION_UP");
+    assert_eq!(FoKind::InventoryEnd.name(), "INVENTORY_END");
+    assert_eq!(PeerRole::from_code(3), Some(PeerRole::Edge));
+    assert_eq!(PeerRole::Edge.code(), 3);
+    assert_eq!(LinkChannel::from_code(1), Some(LinkChannel::Data));
+    assert_eq!(LinkChannel::from_code(2), Some(LinkChannel::Control));
+    assert_eq!(LinkChannel::from_code(0), None);
+    assert_eq!(LinkChannel::from_code(3), None);
+    for code in 0..=u16::MAX {
+        assert_eq!(SessionDownReason::from_code(code).code(), code);
+    }
+    assert_eq!(SessionDownReason::from_code(5), SessionDownReason::ClosedByController);
+    assert_eq!(SessionDownReason::from_code(7), SessionDownReason::Shutdown);
+    assert_eq!(SessionDownReason::from_code(0), SessionDownReason::Other(0));
+    assert_eq!(SessionDownReason::from_code(8), SessionDownReason::Other(8));
+    // Accessors: SESSION_UP/DOWN name their bank; none of the new messages is a command.
+    let samples = samples();
+    let banks: Vec<Option<&str>> = samples[12..].iter().map(FoMessage::bank_id).collect();
+    assert_eq!(banks, [None, Some("BK1"), Some("BK1"), None, None, None, None]);
+    assert!(samples[12..].iter().all(|m| m.cmd_id().is_none()));
+    let sessions: Vec<Option<u64>> = samples.iter().map(FoMessage::session_id).collect();
+    let mut expected = vec![None; 19];
+    for i in [3, 6, 13, 14, 16, 17, 18] {
+        expected[i] = Some(if i == 6 { 1 } else { 7 });
+    }
+    assert_eq!(sessions, expected);
 }
 
 #[test]
@@ -352,6 +438,18 @@ fn body_errors() {
         Err(FoLinkError::BadEnum { kind: FoKind::Hello, field: "role", value: 0 })
     );
     assert_eq!(
+        d("0000000a 01 01 0001 41 04 01 01 0000"),
+        Err(FoLinkError::BadEnum { kind: FoKind::Hello, field: "role", value: 4 })
+    );
+    let FoMessage::Hello(edge) = d("0000000a 01 01 0001 41 03 01 01 0000").unwrap() else { panic!() };
+    assert_eq!(edge.role, PeerRole::Edge);
+    for value in [0, 3, 0xff] {
+        assert_eq!(
+            decode(Bytes::from(h(&format!("00000003 01 40 {value:02x}")))),
+            Err(FoLinkError::BadEnum { kind: FoKind::Channel, field: "channel", value })
+        );
+    }
+    assert_eq!(
         d("00000016 01 20 000000000000000a 0001 42 0000000000000003 03"),
         Err(FoLinkError::BadEnum { kind: FoKind::SyncBegin, field: "role", value: 3 })
     );
@@ -376,6 +474,38 @@ fn body_errors() {
         panic!()
     };
     assert_eq!(n.reason, NackReason::Other(999));
+    // Likewise an unknown SESSION_DOWN reason, and it re-encodes to the same bytes.
+    let wire = "00000014 01 42 0000000000000007 0003 424b31 03e7 0001 78";
+    let m = d(wire).unwrap();
+    let FoMessage::SessionDown(down) = &m else { panic!() };
+    assert_eq!(down.reason, SessionDownReason::Other(999));
+    assert_eq!(m.to_vec().unwrap(), h(wire));
+    // Local-link bodies are as strict as the others.
+    assert_eq!(
+        d("00000004 01 40 02 00"),
+        Err(FoLinkError::TrailingBytes { kind: FoKind::Channel, count: 1 })
+    );
+    assert_eq!(
+        d("00000002 01 40"),
+        Err(FoLinkError::Truncated { kind: FoKind::Channel, field: "channel", needed: 1, available: 0 })
+    );
+    assert_eq!(
+        d("00000005 01 43 000002"),
+        Err(FoLinkError::Truncated {
+            kind: FoKind::InventoryEnd,
+            field: "sessions",
+            needed: 4,
+            available: 3
+        })
+    );
+    assert_eq!(
+        d("00000012 01 41 0000000000000007 0003 424b31 0001 ff"),
+        Err(FoLinkError::InvalidUtf8 { kind: FoKind::SessionUp, field: "peer" })
+    );
+    assert_eq!(
+        d("0000000e 01 44 0000000000000007 0003 4142"),
+        Err(FoLinkError::Truncated { kind: FoKind::CloseSession, field: "reason", needed: 3, available: 2 })
+    );
 }
 
 #[test]
@@ -479,6 +609,15 @@ fn message() -> impl Strategy<Value = FoMessage> {
                     message,
                 },
             );
+    let session_up = (any::<u64>(), text(), text(), text(), any::<u64>()).prop_map(
+        |(session_id, bank_id, peer, local, opened_at_micros)| SessionUp {
+            session_id,
+            bank_id,
+            peer,
+            local,
+            opened_at_micros,
+        },
+    );
     prop_oneof![
         hello.prop_map(FoMessage::Hello),
         (any::<u64>(), any::<u64>())
@@ -510,6 +649,21 @@ fn message() -> impl Strategy<Value = FoMessage> {
                 detail,
             })
         }),
+        select(LinkChannel::ALL).prop_map(|channel| FoMessage::Channel(Channel { channel })),
+        session_up.prop_map(FoMessage::SessionUp),
+        (any::<u64>(), text(), any::<u16>(), text()).prop_map(|(session_id, bank_id, reason, detail)| {
+            FoMessage::SessionDown(SessionDown {
+                session_id,
+                bank_id,
+                reason: SessionDownReason::from_code(reason),
+                detail,
+            })
+        }),
+        any::<u32>().prop_map(|sessions| FoMessage::InventoryEnd(InventoryEnd { sessions })),
+        (any::<u64>(), text())
+            .prop_map(|(session_id, reason)| FoMessage::CloseSession(CloseSession { session_id, reason })),
+        any::<u64>().prop_map(|session_id| FoMessage::SessionPause(SessionPause { session_id })),
+        any::<u64>().prop_map(|session_id| FoMessage::SessionResume(SessionResume { session_id })),
     ]
 }
 

@@ -5,9 +5,10 @@ use bytes::Bytes;
 
 use super::error::FoLinkError;
 use super::message::{
-    Ack, Activate, AppState, BankState, Context, Data, DataFlags, Deactivate, Direction, FoKind, FoMessage,
-    Heartbeat, HeartbeatAck, Hello, Nack, NackReason, PeerRole, SessionState, SyncBegin, SyncEnd, SyncRole,
-    TransportState,
+    Ack, Activate, AppState, BankState, Channel, CloseSession, Context, Data, DataFlags, Deactivate,
+    Direction, FoKind, FoMessage, Heartbeat, HeartbeatAck, Hello, InventoryEnd, LinkChannel, Nack,
+    NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume, SessionState,
+    SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
 };
 
 /// Reads one body, field by field.
@@ -191,6 +192,33 @@ impl Reader {
                 reason: NackReason::from_code(r.u16("reason")?),
                 detail: r.string("detail")?,
             }),
+            FoKind::Channel => {
+                FoMessage::Channel(Channel { channel: r.enumerated("channel", LinkChannel::from_code)? })
+            }
+            FoKind::SessionUp => FoMessage::SessionUp(SessionUp {
+                session_id: r.u64("session_id")?,
+                bank_id: r.string("bank_id")?,
+                peer: r.string("peer")?,
+                local: r.string("local")?,
+                opened_at_micros: r.u64("opened_at_micros")?,
+            }),
+            FoKind::SessionDown => FoMessage::SessionDown(SessionDown {
+                session_id: r.u64("session_id")?,
+                bank_id: r.string("bank_id")?,
+                reason: SessionDownReason::from_code(r.u16("reason")?),
+                detail: r.string("detail")?,
+            }),
+            FoKind::InventoryEnd => FoMessage::InventoryEnd(InventoryEnd { sessions: r.u32("sessions")? }),
+            FoKind::CloseSession => FoMessage::CloseSession(CloseSession {
+                session_id: r.u64("session_id")?,
+                reason: r.string("reason")?,
+            }),
+            FoKind::SessionPause => {
+                FoMessage::SessionPause(SessionPause { session_id: r.u64("session_id")? })
+            }
+            FoKind::SessionResume => {
+                FoMessage::SessionResume(SessionResume { session_id: r.u64("session_id")? })
+            }
         };
         self.finish()?;
         Ok(message)
@@ -320,6 +348,27 @@ impl<'a> Writer<'a> {
                 self.u16(m.reason.code());
                 self.string("detail", &m.detail)?;
             }
+            FoMessage::Channel(m) => self.u8(m.channel.code()),
+            FoMessage::SessionUp(m) => {
+                self.u64(m.session_id);
+                self.string("bank_id", &m.bank_id)?;
+                self.string("peer", &m.peer)?;
+                self.string("local", &m.local)?;
+                self.u64(m.opened_at_micros);
+            }
+            FoMessage::SessionDown(m) => {
+                self.u64(m.session_id);
+                self.string("bank_id", &m.bank_id)?;
+                self.u16(m.reason.code());
+                self.string("detail", &m.detail)?;
+            }
+            FoMessage::InventoryEnd(m) => self.u32(m.sessions),
+            FoMessage::CloseSession(m) => {
+                self.u64(m.session_id);
+                self.string("reason", &m.reason)?;
+            }
+            FoMessage::SessionPause(SessionPause { session_id })
+            | FoMessage::SessionResume(SessionResume { session_id }) => self.u64(*session_id),
         }
         Ok(())
     }
