@@ -62,11 +62,13 @@ pub struct PupsSection {
     pub heartbeat_misses: u32,
     /// Messages queued per bank session towards `mups` before reading pauses.
     pub session_queue: usize,
+    /// Where `pups` serves `/metrics` and `/healthz` (management address), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for PupsSection {
     fn default() -> Self {
-        Self { heartbeat_interval_ms: 200, heartbeat_misses: 5, session_queue: 256 }
+        Self { heartbeat_interval_ms: 200, heartbeat_misses: 5, session_queue: 256, metrics_listen: None }
     }
 }
 
