@@ -90,6 +90,8 @@ pub struct MupsSection {
     pub reconnect_max_ms: u64,
     /// How long a timed-out request is remembered to recognise its late response, seconds.
     pub late_window_s: u64,
+    /// Bearer token every `/api` request must carry; `None` refuses every `/api` request.
+    pub api_token: Option<String>,
 }
 
 impl Default for MupsSection {
@@ -102,6 +104,7 @@ impl Default for MupsSection {
             reconnect_min_ms: 50,
             reconnect_max_ms: 2000,
             late_window_s: 120,
+            api_token: None,
         }
     }
 }

@@ -200,6 +200,8 @@ pub enum Event {
 pub enum Action {
     /// Write a message to a bank session (through `pups`).
     ToBank {
+        /// The bank.
+        bank: BankIdx,
         /// The session.
         session: SessionId,
         /// The ISO 8583 message, as received from the node.
@@ -777,7 +779,7 @@ impl Router {
         match self.pick_session(bank, wanted) {
             Some(session) => {
                 self.banks[b].counters.to_bank += 1;
-                self.actions.push_back(Action::ToBank { session, message });
+                self.actions.push_back(Action::ToBank { bank, session, message });
             }
             None => {
                 self.banks[b].counters.undeliverable += 1;

@@ -78,7 +78,7 @@ fn sent_to_node(acts: &[Action]) -> (NodeId, Data) {
 fn sent_to_bank(acts: &[Action]) -> Vec<(u64, Bytes)> {
     acts.iter()
         .filter_map(|a| match a {
-            Action::ToBank { session, message } => Some((*session, message.clone())),
+            Action::ToBank { session, message, .. } => Some((*session, message.clone())),
             _ => None,
         })
         .collect()
