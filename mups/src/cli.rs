@@ -16,6 +16,10 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controller.
+    Run(ConfigArgs),
+    /// Check a configuration file; print every problem with its key path.
+    CheckConfig(ConfigArgs),
     /// ISO 8583 tools.
     #[command(subcommand)]
     Iso(IsoCommand),
@@ -62,4 +66,12 @@ pub struct DecodeArgs {
     /// Read from this file instead of stdin.
     #[arg(long)]
     pub input: Option<PathBuf>,
+}
+
+/// A configuration file.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The appliance configuration (TOML), shared with pups.
+    #[arg(long, short)]
+    pub config: PathBuf,
 }

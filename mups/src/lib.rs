@@ -3,9 +3,23 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the command line (`mups iso decode`, …).
+//! - [`runtime`]: starts everything below; [`runtime::start`] for tests.
+//! - [`driver`]: the task that owns `proto::router::Router` and carries out its actions.
+//! - [`node_link`]: one FO node link (HELLO, heartbeats, DATA, reconnect).
+//! - [`local_link`]: the local link to `pups` (control and data channels).
+//! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/state`.
+//! - [`metrics`]: the Prometheus metric set.
+//! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`).
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod driver;
+pub mod http;
 pub mod iso_tool;
+pub mod link;
+pub mod local_link;
+pub mod metrics;
+pub mod node_link;
+pub mod runtime;

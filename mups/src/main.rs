@@ -3,9 +3,12 @@
 use std::io::{BufReader, IsTerminal};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
-use mups::cli::{Cli, Command, DecodeArgs, IsoCommand};
+use mups::cli::{Cli, Command, ConfigArgs, DecodeArgs, IsoCommand};
 use mups::iso_tool::{self, DecodeOptions};
+use proto::config::ApplianceConfig;
 use proto::frame::{ETX, FrameConfig};
 
 /// Exit status for bad usage or configuration (sysexits EX_USAGE).
@@ -15,6 +18,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Iso(IsoCommand::Decode(args)) => iso_decode(args),
+        Command::CheckConfig(args) => load_config(&args).map(|cfg| {
+            println!(
+                "{}: OK ({} FO nodes, {} banks)",
+                args.config.display(),
+                cfg.fo_nodes.len(),
+                cfg.banks.len()
+            );
+            ExitCode::SUCCESS
+        }),
+        Command::Run(args) => run(&args),
     };
     match result {
         Ok(code) => code,
@@ -53,4 +66,35 @@ fn iso_decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn load_config(args: &ConfigArgs) -> anyhow::Result<ApplianceConfig> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    ApplianceConfig::from_toml_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))
+}
+
+fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Arc::new(load_config(args)?);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        mups::runtime::run(cfg, shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

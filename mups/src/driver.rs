@@ -1,0 +1,402 @@
+//! The router driver: one task that owns `proto::router::Router`, feeds it what
+//! the links receive and the timer, and carries out its actions. It does nothing
+//! else (quinn's `ConnectionDriver` shape): every routing decision is in `proto`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use proto::fo_link::{CloseSession, Data, DataFlags, Direction, InventoryEnd, SessionDown, SessionUp};
+use proto::router::{Action, BankIdx, Event, NodeId, Router, SessionView, Side, app_state_name};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+use crate::local_link::ToPups;
+use crate::metrics::{
+    BankLabels, BankNodeLabels, BankSideLabels, MessageLabels, Metrics, NodeLabels, ResponseLabels,
+    SessionStateLabels,
+};
+
+/// What the links and the API tell the router.
+#[derive(Debug)]
+pub enum Input {
+    /// A node's link came up.
+    NodeUp(NodeId),
+    /// A node's link went down.
+    NodeDown(NodeId),
+    /// DATA from a node.
+    NodeData(NodeId, Data),
+    /// A heartbeat round trip.
+    NodeRtt(NodeId, Duration),
+    /// The local link to `pups` is attached; an inventory follows.
+    PupsAttached,
+    /// The local link is lost (sessions stay open in `pups`).
+    PupsDetached,
+    /// A bank session, new or in an inventory.
+    SessionUp(SessionUp),
+    /// A bank session ended.
+    SessionDown(SessionDown),
+    /// The inventory after an attach is complete.
+    InventoryEnd(InventoryEnd),
+    /// A bank message (DATA from `pups`).
+    BankData(Data),
+    /// The API asks for the current state.
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// The state the API and console show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Whether `pups` is attached.
+    pub pups_attached: bool,
+    /// FO nodes.
+    pub nodes: Vec<NodeView>,
+    /// Banks.
+    pub banks: Vec<BankView>,
+}
+
+/// One FO node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// Link up.
+    pub up: bool,
+    /// Last heartbeat round trip, microseconds.
+    pub rtt_micros: Option<u64>,
+}
+
+/// One bank.
+#[derive(Debug, Clone, Serialize)]
+pub struct BankView {
+    /// Bank id.
+    pub id: String,
+    /// The node it is routed to.
+    pub active_node: String,
+    /// Bank requests in flight.
+    pub inflight: u64,
+    /// Live sessions.
+    pub sessions: Vec<SessionView>,
+    /// Counters.
+    pub counters: proto::router::BankCounters,
+}
+
+/// Where the driver sends things.
+pub struct Outputs {
+    /// To `pups`.
+    pub pups: mpsc::Sender<ToPups>,
+    /// To each node, by `NodeId` index.
+    pub nodes: Vec<mpsc::Sender<Data>>,
+}
+
+struct Driver {
+    router: Router,
+    out: Outputs,
+    metrics: Metrics,
+    pups_attached: bool,
+    /// Sessions reported by `pups` since the last attach; the rest go down at INVENTORY_END.
+    confirmed: HashSet<u64>,
+    known: HashSet<u64>,
+    rtt: Vec<Option<Duration>>,
+    /// Per bank × node: messages to the node, messages to the bank (hot path, no label lookups).
+    to_node: Vec<Vec<Counter>>,
+    to_bank: Vec<Vec<Counter>>,
+}
+
+/// Runs the router until shutdown.
+pub async fn run(
+    router: Router,
+    mut inputs: mpsc::Receiver<Input>,
+    out: Outputs,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let labels = |r: &Router, dir: &'static str| -> Vec<Vec<Counter>> {
+        r.banks()
+            .map(|b| {
+                r.nodes()
+                    .map(|(_, node, _)| {
+                        metrics
+                            .messages
+                            .get_or_create(&MessageLabels {
+                                bank: r.bank_id(b).to_owned(),
+                                node: node.to_owned(),
+                                direction: dir,
+                            })
+                            .clone()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let to_node = labels(&router, "to_node");
+    let to_bank = labels(&router, "to_bank");
+    let nodes = router.nodes().count();
+    let mut d = Driver {
+        router,
+        out,
+        metrics,
+        pups_attached: false,
+        confirmed: HashSet::new(),
+        known: HashSet::new(),
+        rtt: vec![None; nodes],
+        to_node,
+        to_bank,
+    };
+    d.update_gauges();
+    let mut gauges = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let deadline = d.router.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return,
+            input = inputs.recv() => {
+                let Some(input) = input else { return };
+                d.handle(input);
+                // Take what is already queued before acting: fewer wake-ups under load.
+                for _ in 0..255 {
+                    let Ok(more) = inputs.try_recv() else { break };
+                    d.handle(more);
+                }
+            }
+            _ = sleep_until(deadline) => d.router.handle_timeout(now()),
+            _ = gauges.tick() => d.update_gauges(),
+        }
+        d.drain().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    fn handle(&mut self, input: Input) {
+        let now = now();
+        match input {
+            Input::NodeUp(node) => {
+                info!(node = self.router.node_name(node), "node up");
+                self.router.node_link(node, true);
+            }
+            Input::NodeDown(node) => {
+                if self.router.nodes().any(|(n, _, up)| n == node && up) {
+                    warn!(node = self.router.node_name(node), "node down");
+                }
+                self.router.node_link(node, false);
+            }
+            Input::NodeRtt(node, rtt) => self.rtt[usize::from(node.0)] = Some(rtt),
+            Input::NodeData(node, data) => self.router.from_node(now, node, data),
+            Input::PupsAttached => {
+                self.pups_attached = true;
+                self.confirmed.clear();
+            }
+            Input::PupsDetached => self.pups_attached = false,
+            Input::SessionUp(up) => match self.router.bank(&up.bank_id) {
+                Some(bank) => {
+                    self.confirmed.insert(up.session_id);
+                    self.known.insert(up.session_id);
+                    info!(bank = %up.bank_id, session = up.session_id, peer = %up.peer, "session up");
+                    self.router.session_up(now, up.session_id, bank, up.peer);
+                }
+                None => {
+                    warn!(bank = %up.bank_id, session = up.session_id, "session for a bank not in our configuration")
+                }
+            },
+            Input::SessionDown(down) => {
+                info!(bank = %down.bank_id, session = down.session_id, reason = ?down.reason, detail = %down.detail,
+                      "session down");
+                self.known.remove(&down.session_id);
+                self.router.session_down(down.session_id);
+            }
+            Input::InventoryEnd(end) => {
+                let gone: Vec<u64> = self.known.difference(&self.confirmed).copied().collect();
+                for session in gone {
+                    info!(session, "session missing from pups's inventory: down");
+                    self.known.remove(&session);
+                    self.router.session_down(session);
+                }
+                info!(sessions = end.sessions, "pups inventory complete");
+            }
+            Input::BankData(data) => match self.router.bank(&data.bank_id) {
+                Some(bank) if data.direction == Direction::ToNode => {
+                    self.known.insert(data.session_id);
+                    self.router.from_bank(now, bank, data.session_id, data.message);
+                }
+                _ => {
+                    warn!(bank = %data.bank_id, session = data.session_id, "bank DATA for an unknown bank or in the wrong direction")
+                }
+            },
+            Input::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot(now));
+            }
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(action) = self.router.poll_action() {
+            match action {
+                Action::ToBank { bank, session, message } => {
+                    let node = self.router.active_node(bank);
+                    self.to_bank[usize::from(bank.0)][usize::from(node.0)].inc();
+                    let data = Data {
+                        bank_id: self.router.bank_id(bank).to_owned(),
+                        session_id: session,
+                        direction: Direction::ToBank,
+                        correlation_id: 0,
+                        flags: DataFlags::empty(),
+                        message,
+                    };
+                    // Waits when pups is slow or detached: back-pressure reaches the nodes
+                    // instead of anything being dropped.
+                    let _ = self.out.pups.send(ToPups::Data(data)).await;
+                }
+                Action::ToNode { node, data } => {
+                    if let Some(bank) = self.router.bank(&data.bank_id) {
+                        self.to_node[usize::from(bank.0)][usize::from(node.0)].inc();
+                    }
+                    if let Err(e) = self.out.nodes[usize::from(node.0)].try_send(data) {
+                        let name = self.router.node_name(node).to_owned();
+                        self.metrics.queue_overflow.get_or_create(&NodeLabels { node: name.clone() }).inc();
+                        warn!(node = %name, error = %e, "node queue full: message dropped");
+                    }
+                }
+                Action::CloseSession { session, reason } => {
+                    let _ =
+                        self.out.pups.send(ToPups::Close(CloseSession { session_id: session, reason })).await;
+                }
+                Action::Event(event) => self.event(event),
+            }
+        }
+    }
+
+    fn bank_node(&self, bank: BankIdx, node: NodeId) -> BankNodeLabels {
+        BankNodeLabels {
+            bank: self.router.bank_id(bank).to_owned(),
+            node: self.router.node_name(node).to_owned(),
+        }
+    }
+
+    fn bank_side(&self, bank: BankIdx, side: Side) -> BankSideLabels {
+        let side = match side {
+            Side::Bank => "bank",
+            Side::Node => "node",
+        };
+        BankSideLabels { bank: self.router.bank_id(bank).to_owned(), side }
+    }
+
+    fn event(&mut self, event: Event) {
+        let m = &self.metrics;
+        match event {
+            Event::Answered { bank, node, response_code, latency, .. } => {
+                m.response_seconds.get_or_create(&self.bank_node(bank, node)).observe(latency.as_secs_f64());
+                let labels = self.bank_node(bank, node);
+                let rc = response_code.unwrap_or_else(|| "none".to_owned());
+                m.responses.get_or_create(&ResponseLabels { bank: labels.bank, node: labels.node, rc }).inc();
+            }
+            Event::Timeout { bank, session, node, requester, key } => {
+                m.timeouts.get_or_create(&self.bank_side(bank, requester)).inc();
+                warn!(bank = self.router.bank_id(bank), session, node = self.router.node_name(node), ?requester,
+                      %key, "request timed out");
+            }
+            Event::Late { bank, node, from, key } => {
+                m.late.get_or_create(&self.bank_side(bank, from)).inc();
+                warn!(bank = self.router.bank_id(bank), node = self.router.node_name(node), ?from, %key,
+                      "late response delivered");
+            }
+            Event::Unmatched { bank, from, key } => {
+                m.unmatched.get_or_create(&self.bank_side(bank, from)).inc();
+                warn!(bank = self.router.bank_id(bank), ?from, key = ?key.map(|k| k.to_string()),
+                      "unmatched response delivered");
+            }
+            Event::BadMessage { bank, session, from, error, dump, closed } => {
+                m.bad_messages.get_or_create(&self.bank_side(bank, from)).inc();
+                warn!(bank = self.router.bank_id(bank), ?session, ?from, %error, %dump, closed,
+                      "message does not decode under the bank layout");
+            }
+            Event::NoRoute { bank, node, key } => {
+                m.no_route.get_or_create(&BankLabels { bank: self.router.bank_id(bank).to_owned() }).inc();
+                warn!(bank = self.router.bank_id(bank), node = self.router.node_name(node), %key,
+                      "node down: request not sent (the bank will time out)");
+            }
+            Event::Undeliverable { bank, session, mti } => {
+                m.undeliverable
+                    .get_or_create(&BankLabels { bank: self.router.bank_id(bank).to_owned() })
+                    .inc();
+                warn!(bank = self.router.bank_id(bank), ?session, mti = ?mti.map(|m| m.to_string()),
+                      "no live session for the message");
+            }
+            Event::AppStateChanged { bank, session, state } => {
+                info!(
+                    bank = self.router.bank_id(bank),
+                    session,
+                    state = app_state_name(state),
+                    "session application state"
+                );
+            }
+            Event::Protocol { node, detail } => {
+                warn!(node = self.router.node_name(node), %detail, "node broke the protocol");
+            }
+            other => debug!(?other, "router event"),
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.pups_attached.set(i64::from(self.pups_attached));
+        let now = now();
+        for (node, name, up) in self.router.nodes() {
+            let labels = NodeLabels { node: name.to_owned() };
+            m.node_up.get_or_create(&labels).set(i64::from(up));
+            if let Some(rtt) = self.rtt[usize::from(node.0)] {
+                m.node_rtt_micros.get_or_create(&labels).set(rtt.as_micros() as i64);
+            }
+        }
+        for bank in self.router.banks() {
+            let id = self.router.bank_id(bank).to_owned();
+            m.inflight.get_or_create(&BankLabels { bank: id.clone() }).set(self.router.inflight(bank) as i64);
+            let active = self.router.active_node(bank);
+            for (node, _, _) in self.router.nodes() {
+                m.route.get_or_create(&self.bank_node(bank, node)).set(i64::from(node == active));
+            }
+            let sessions = self.router.sessions(bank, now);
+            for state in ["unknown", "signed_on", "signed_off", "echo_failing"] {
+                let n = sessions.iter().filter(|s| app_state_name(s.app_state) == state).count();
+                m.sessions.get_or_create(&SessionStateLabels { bank: id.clone(), state }).set(n as i64);
+            }
+        }
+    }
+
+    fn snapshot(&self, now: std::time::Instant) -> Snapshot {
+        Snapshot {
+            pups_attached: self.pups_attached,
+            nodes: self
+                .router
+                .nodes()
+                .map(|(node, name, up)| NodeView {
+                    id: name.to_owned(),
+                    up,
+                    rtt_micros: self.rtt[usize::from(node.0)].map(|d| d.as_micros() as u64),
+                })
+                .collect(),
+            banks: self
+                .router
+                .banks()
+                .map(|bank| BankView {
+                    id: self.router.bank_id(bank).to_owned(),
+                    active_node: self.router.node_name(self.router.active_node(bank)).to_owned(),
+                    inflight: self.router.inflight(bank),
+                    sessions: self.router.sessions(bank, now),
+                    counters: self.router.counters(bank).clone(),
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! The link to one FO node: connect, HELLO, heartbeats, DATA both ways, reconnect
+//! with backoff. A node is up from its HELLO until its heartbeats go unanswered
+//! `misses` times in a row (default 3 × 100 ms) or the connection fails.
+
+use std::time::Duration;
+
+use proto::fo_link::{FoMessage, Heartbeat, PeerRole};
+use proto::router::NodeId;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::driver::Input;
+use crate::link::{self, Backoff, LinkError, Outbox};
+
+/// Most messages written in one go.
+const MAX_BATCH: usize = 256;
+
+/// Settings of one node link.
+#[derive(Debug, Clone)]
+pub struct NodeLinkConfig {
+    /// Router index of the node.
+    pub node: NodeId,
+    /// Node id (`A`).
+    pub name: String,
+    /// Where it listens.
+    pub address: std::net::SocketAddr,
+    /// Our name in HELLO.
+    pub appliance: String,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Unanswered heartbeats before the node is down.
+    pub heartbeat_misses: u32,
+    /// Connect and HELLO timeout.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+/// Runs the link until shutdown. DATA for the node arrives on `outbound`; what the
+/// node sends goes to the router as [`Input`]s.
+pub async fn run(
+    cfg: NodeLinkConfig,
+    mut outbound: mpsc::Receiver<proto::fo_link::Data>,
+    to_router: mpsc::Sender<Input>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let span = info_span!("node", node = %cfg.name, address = %cfg.address);
+    async move {
+        let mut backoff = cfg.backoff;
+        let mut outbox = Outbox::default();
+        loop {
+            let result = tokio::select! {
+                r = serve(&cfg, &mut outbound, &mut outbox, &to_router, &mut backoff) => r,
+                _ = shutdown.changed() => return,
+            };
+            if let Err(e) = &result {
+                warn!(error = %e, queued = outbox.len(), "link to node lost");
+            }
+            let _ = to_router.send(Input::NodeDown(cfg.node)).await;
+            outbox.reset();
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(
+    cfg: &NodeLinkConfig,
+    outbound: &mut mpsc::Receiver<proto::fo_link::Data>,
+    outbox: &mut Outbox<proto::fo_link::Data>,
+    to_router: &mpsc::Sender<Input>,
+    backoff: &mut Backoff,
+) -> Result<(), LinkError> {
+    let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.address))
+        .await
+        .map_err(|_| LinkError::Timeout("connecting"))??;
+    stream.set_nodelay(true)?;
+    let (r, mut w) = stream.into_split();
+    let mut r = link::reader(r);
+    let theirs =
+        link::hello(&mut r, &mut w, &link::our_hello(&cfg.appliance), PeerRole::Node, cfg.connect_timeout)
+            .await?;
+    info!(peer = %theirs.node_id, software = %theirs.software, "node link up");
+    backoff.reset();
+    let _ = to_router.send(Input::NodeUp(cfg.node)).await;
+    // DATA queued while the link was down goes first, in order.
+    outbox.flush(&mut w).await?;
+
+    let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seq = 0u64;
+    let mut unanswered = 0u32;
+    loop {
+        tokio::select! {
+            msg = link::next(&mut r) => match msg? {
+                FoMessage::Data(data) => {
+                    let _ = to_router.send(Input::NodeData(cfg.node, data)).await;
+                }
+                FoMessage::HeartbeatAck(ack) => {
+                    unanswered = 0;
+                    let rtt = Duration::from_micros(link::micros_since_start().saturating_sub(ack.sent_at_micros));
+                    let _ = to_router.send(Input::NodeRtt(cfg.node, rtt)).await;
+                }
+                FoMessage::Heartbeat(hb) => {
+                    send_now(&mut w, FoMessage::HeartbeatAck(hb.ack())).await?;
+                }
+                other if other.kind().is_local_link_only() => {
+                    return Err(LinkError::Rules(format!("{} is not valid on an FO link", other.kind())));
+                }
+                other => debug!(kind = %other.kind(), "message not handled on this link yet"),
+            },
+            Some(data) = outbound.recv() => {
+                outbox.push(data)?;
+                // Batch what is already waiting: one write for many messages under load.
+                while outbox.len() < MAX_BATCH {
+                    let Ok(more) = outbound.try_recv() else { break };
+                    outbox.push(more)?;
+                }
+                outbox.flush(&mut w).await?;
+            }
+            _ = ticker.tick() => {
+                if unanswered >= cfg.heartbeat_misses {
+                    return Err(LinkError::HeartbeatLost(unanswered));
+                }
+                seq += 1;
+                unanswered += 1;
+                let hb = Heartbeat { seq, sent_at_micros: link::micros_since_start() };
+                send_now(&mut w, FoMessage::Heartbeat(hb)).await?;
+            }
+        }
+    }
+}
+
+async fn send_now<W: tokio::io::AsyncWrite + Unpin>(w: &mut W, msg: FoMessage) -> Result<(), LinkError> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(&msg.to_vec()?).await?;
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Starts everything `mups` runs: the router driver, a link per FO node, the
+//! local link to `pups`, and the management HTTP server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::config::ApplianceConfig;
+use proto::router::{NodeId, Router};
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+
+use crate::driver::{self, Outputs};
+use crate::http::{self, AppState};
+use crate::link::Backoff;
+use crate::local_link::{self, LocalLinkConfig};
+use crate::metrics::Metrics;
+use crate::node_link::{self, NodeLinkConfig};
+
+/// Queue sizes between tasks: large enough for bursts at line rate, bounded so a
+/// stuck peer shows as back-pressure and counted overflows, not memory growth.
+const QUEUE: usize = 65_536;
+
+/// `mups` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The management listener could not be bound.
+    #[error("management listener {addr}: {source}")]
+    Bind {
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// A running `mups`.
+pub struct Mups {
+    /// Where the management HTTP server listens.
+    pub http_addr: SocketAddr,
+    /// The router's input (tests ask it for snapshots).
+    pub router: mpsc::Sender<Input>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+pub use crate::driver::Input;
+
+impl Mups {
+    /// Stops every task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts `mups` with a validated configuration. `http_listen` overrides the
+/// configured management address (tests pass port 0).
+pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -> Result<Mups, StartError> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let metrics = Metrics::new();
+    let (router_tx, router_rx) = mpsc::channel(QUEUE);
+    let (pups_tx, pups_rx) = mpsc::channel(QUEUE);
+    let mut tasks = Vec::new();
+    let m = &cfg.mups;
+    let backoff =
+        Backoff::new(Duration::from_millis(m.reconnect_min_ms), Duration::from_millis(m.reconnect_max_ms));
+    let mut node_txs = Vec::new();
+    for (i, node) in cfg.fo_nodes.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        node_txs.push(tx);
+        let link = NodeLinkConfig {
+            node: NodeId(i as u16),
+            name: node.id.clone(),
+            address: node.address,
+            appliance: cfg.appliance.id.clone(),
+            heartbeat_interval: Duration::from_millis(m.node_heartbeat_interval_ms),
+            heartbeat_misses: m.node_heartbeat_misses,
+            connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
+            backoff,
+        };
+        tasks.push(tokio::spawn(node_link::run(link, rx, router_tx.clone(), shutdown_rx.clone())));
+    }
+    let local = LocalLinkConfig {
+        path: cfg.appliance.local_link.clone(),
+        appliance: cfg.appliance.id.clone(),
+        heartbeat_interval: Duration::from_millis(cfg.pups.heartbeat_interval_ms),
+        heartbeat_misses: cfg.pups.heartbeat_misses,
+        connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
+        backoff,
+    };
+    tasks.push(tokio::spawn(local_link::run(local, pups_rx, router_tx.clone(), shutdown_rx.clone())));
+    let router = Router::new(cfg.router_config());
+    let outputs = Outputs { pups: pups_tx, nodes: node_txs };
+    tasks.push(tokio::spawn(driver::run(router, router_rx, outputs, metrics.clone(), shutdown_rx.clone())));
+
+    let addr = http_listen.unwrap_or(m.http_listen);
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let app = http::app(AppState {
+        metrics,
+        router: router_tx.clone(),
+        api_token: m.api_token.as_deref().map(Arc::from),
+    });
+    let mut stop = shutdown_rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "management HTTP server failed");
+        }
+    }));
+    info!(%http_addr, nodes = cfg.fo_nodes.len(), banks = cfg.banks.len(), "mups started");
+    Ok(Mups { http_addr, router: router_tx, shutdown, tasks })
+}
+
+/// Runs `mups` until `shutdown` completes.
+pub async fn run(cfg: Arc<ApplianceConfig>, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let mups = start(cfg, None).await?;
+    shutdown.await;
+    info!("mups stopping");
+    mups.stop().await;
+    Ok(())
+}
