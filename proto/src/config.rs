@@ -433,3 +433,12 @@ match_key = { fields = [11, 41, 42] }
         assert!(err.to_string().contains("unknown framing"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../packaging/examples/appliance.toml");
+        super::ApplianceConfig::from_toml_str(text).unwrap();
+    }
+}
