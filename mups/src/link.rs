@@ -200,3 +200,41 @@ impl Backoff {
         self.next = self.min;
     }
 }
+
+/// Our side of a heartbeat exchange: one heartbeat per tick; the link is lost when
+/// `misses` go unanswered in a row.
+#[derive(Debug)]
+pub struct HeartbeatClock {
+    misses: u32,
+    seq: u64,
+    unanswered: u32,
+}
+
+impl HeartbeatClock {
+    /// A clock that tolerates `misses` unanswered heartbeats.
+    pub fn new(misses: u32) -> Self {
+        Self { misses, seq: 0, unanswered: 0 }
+    }
+
+    /// The heartbeat to send on this tick, or the error that ends the link.
+    pub fn tick(&mut self) -> Result<proto::fo_link::Heartbeat, LinkError> {
+        if self.unanswered >= self.misses {
+            return Err(LinkError::HeartbeatLost(self.unanswered));
+        }
+        self.seq += 1;
+        self.unanswered += 1;
+        Ok(proto::fo_link::Heartbeat { seq: self.seq, sent_at_micros: micros_since_start() })
+    }
+
+    /// An acknowledgement arrived.
+    pub fn acked(&mut self) {
+        self.unanswered = 0;
+    }
+
+    /// A ticker for the interval, skipping missed ticks rather than bursting.
+    pub fn ticker(interval: Duration) -> tokio::time::Interval {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    }
+}

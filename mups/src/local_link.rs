@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use proto::fo_link::{
-    Channel, CloseSession, Data, FoMessage, Heartbeat, LinkChannel, PeerRole, SessionPause, SessionResume,
+    Channel, CloseSession, Data, FoMessage, LinkChannel, PeerRole, SessionPause, SessionResume,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::driver::Input;
-use crate::link::{self, Backoff, LinkError, Outbox};
+use crate::link::{self, Backoff, HeartbeatClock, LinkError, Outbox};
 
 /// Most messages written in one go.
 const MAX_BATCH: usize = 256;
@@ -128,10 +128,8 @@ async fn serve(
     let _ = to_router.send(Input::PupsAttached).await;
     data_out.flush(&mut data_w).await?;
 
-    let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    let mut unanswered = 0u32;
+    let mut ticker = HeartbeatClock::ticker(cfg.heartbeat_interval);
+    let mut heartbeats = HeartbeatClock::new(cfg.heartbeat_misses);
     loop {
         tokio::select! {
             msg = link::next(&mut control_r) => match msg? {
@@ -142,7 +140,7 @@ async fn serve(
                     control_out.push(FoMessage::HeartbeatAck(hb.ack()))?;
                     control_out.flush(&mut control_w).await?;
                 }
-                FoMessage::HeartbeatAck(_) => unanswered = 0,
+                FoMessage::HeartbeatAck(_) => heartbeats.acked(),
                 other => return Err(LinkError::Rules(format!("{} is not valid on the control channel", other.kind()))),
             },
             msg = link::next(&mut data_r) => match msg? {
@@ -168,12 +166,7 @@ async fn serve(
                 control_out.flush(&mut control_w).await?;
             }
             _ = ticker.tick() => {
-                if unanswered >= cfg.heartbeat_misses {
-                    return Err(LinkError::HeartbeatLost(unanswered));
-                }
-                seq += 1;
-                unanswered += 1;
-                control_out.push(FoMessage::Heartbeat(Heartbeat { seq, sent_at_micros: link::micros_since_start() }))?;
+                control_out.push(FoMessage::Heartbeat(heartbeats.tick()?))?;
                 control_out.flush(&mut control_w).await?;
             }
         }

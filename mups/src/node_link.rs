@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use proto::fo_link::{FoMessage, Heartbeat, PeerRole};
+use proto::fo_link::{FoMessage, PeerRole};
 use proto::router::NodeId;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::driver::Input;
-use crate::link::{self, Backoff, LinkError, Outbox};
+use crate::link::{self, Backoff, HeartbeatClock, LinkError, Outbox};
 
 /// Most messages written in one go.
 const MAX_BATCH: usize = 256;
@@ -92,10 +92,8 @@ async fn serve(
     // DATA queued while the link was down goes first, in order.
     outbox.flush(&mut w).await?;
 
-    let mut ticker = tokio::time::interval(cfg.heartbeat_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    let mut unanswered = 0u32;
+    let mut ticker = HeartbeatClock::ticker(cfg.heartbeat_interval);
+    let mut heartbeats = HeartbeatClock::new(cfg.heartbeat_misses);
     loop {
         tokio::select! {
             msg = link::next(&mut r) => match msg? {
@@ -103,7 +101,7 @@ async fn serve(
                     let _ = to_router.send(Input::NodeData(cfg.node, data)).await;
                 }
                 FoMessage::HeartbeatAck(ack) => {
-                    unanswered = 0;
+                    heartbeats.acked();
                     let rtt = Duration::from_micros(link::micros_since_start().saturating_sub(ack.sent_at_micros));
                     let _ = to_router.send(Input::NodeRtt(cfg.node, rtt)).await;
                 }
@@ -125,13 +123,7 @@ async fn serve(
                 outbox.flush(&mut w).await?;
             }
             _ = ticker.tick() => {
-                if unanswered >= cfg.heartbeat_misses {
-                    return Err(LinkError::HeartbeatLost(unanswered));
-                }
-                seq += 1;
-                unanswered += 1;
-                let hb = Heartbeat { seq, sent_at_micros: link::micros_since_start() };
-                send_now(&mut w, FoMessage::Heartbeat(hb)).await?;
+                send_now(&mut w, FoMessage::Heartbeat(heartbeats.tick()?)).await?;
             }
         }
     }

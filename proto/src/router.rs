@@ -324,6 +324,14 @@ struct FoPending {
     deadline: Instant,
 }
 
+/// What `answered` needs of a request, whichever way it went.
+struct Answer {
+    node: NodeId,
+    session: SessionId,
+    mti: Mti,
+    sent_at: Instant,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     /// A bank request's deadline, by correlation id.
@@ -549,15 +557,9 @@ impl Router {
                 let slot = (bank, key);
                 if let Some(fo) = pop_front(&mut self.fo_pending, &slot) {
                     self.banks[b].counters.fo_responses_to_node += 1;
-                    self.note_netmgmt(now, fo.session, fo.netmgmt.as_ref(), response_code.as_deref());
-                    self.event(Event::Answered {
-                        bank,
-                        node: fo.node,
-                        requester: Side::Node,
-                        mti: fo.mti,
-                        response_code,
-                        latency: now.saturating_duration_since(fo.sent_at),
-                    });
+                    let request =
+                        Answer { node: fo.node, session: fo.session, mti: fo.mti, sent_at: fo.sent_at };
+                    self.answered(now, bank, Side::Node, request, fo.netmgmt.as_ref(), response_code);
                     self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::empty(), message);
                 } else if let Some(fo) = pop_front(&mut self.fo_expired, &slot) {
                     self.banks[b].counters.late += 1;
@@ -599,15 +601,8 @@ impl Router {
             let response_code = parsed.as_ref().ok().and_then(|m| m.response_code()).and_then(Result::ok);
             let response_code = response_code.map(|rc| rc.0);
             self.banks[b].counters.responses_to_bank += 1;
-            self.note_netmgmt(now, p.session, p.netmgmt.as_ref(), response_code.as_deref());
-            self.event(Event::Answered {
-                bank,
-                node: p.node,
-                requester: Side::Bank,
-                mti: p.mti,
-                response_code,
-                latency: now.saturating_duration_since(p.sent_at),
-            });
+            let request = Answer { node: p.node, session: p.session, mti: p.mti, sent_at: p.sent_at };
+            self.answered(now, bank, Side::Bank, request, p.netmgmt.as_ref(), response_code);
             return self.send_to_bank(bank, Some(p.session), parsed.ok().map(|m| m.mti()), data.message);
         }
         if let Some(p) = self.expired.remove(&data.correlation_id) {
@@ -808,6 +803,27 @@ impl Router {
         let chosen = signed_on.unwrap_or(start);
         entry.next_session = chosen + 1;
         Some(entry.sessions[chosen])
+    }
+
+    /// A request got its response: application state, then the event.
+    fn answered(
+        &mut self,
+        now: Instant,
+        bank: BankIdx,
+        requester: Side,
+        request: Answer,
+        netmgmt: Option<&NetMgmt>,
+        response_code: Option<String>,
+    ) {
+        self.note_netmgmt(now, request.session, netmgmt, response_code.as_deref());
+        self.event(Event::Answered {
+            bank,
+            node: request.node,
+            requester,
+            mti: request.mti,
+            response_code,
+            latency: now.saturating_duration_since(request.sent_at),
+        });
     }
 
     fn note_netmgmt(
