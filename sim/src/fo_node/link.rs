@@ -84,7 +84,7 @@ async fn serve_link(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let token = shared.token.child_token();
     let (mut rd, wr) = stream.into_split();
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(wr, rx, token.clone()));
+    let mut writer = tokio::spawn(write_loop(wr, rx, token.clone()));
     let ours = shared.hello();
     if queue(&tx, &FoMessage::Hello(ours.clone())) {
         shared.count(|s| s.hello_sent += 1);
@@ -138,6 +138,12 @@ async fn serve_link(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     if let Some(reason) = refusal {
         shared.count(|s| s.handshake_failures += 1);
         warn!(node = %shared.cfg.node_id, %peer, %reason, "handshake failed; closing");
+        // Let our HELLO reach the peer first (its version range is in it), but do not
+        // wait on a peer that does not read.
+        drop(tx);
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_ok() {
+            return;
+        }
     }
     token.cancel();
     let _ = writer.await;
