@@ -383,6 +383,20 @@ async fn close_rule_closes_the_link_and_the_node_keeps_listening() {
     let mut again = Mups::connect(&node).await;
     again.bank_sends("bank-1", 1, 2, auth(l, "4761739001010010", "000002")).await;
     assert_eq!(again.expect_data().await.correlation_id, 2);
+    // The handle closes links too (mups would reconnect).
+    node.close_links();
+    again.expect_closed().await;
+    assert!(node.is_running());
+}
+
+#[tokio::test]
+async fn a_silent_controller_is_dropped() {
+    let mut cfg = config(&[("bank-1", "iso87-ascii")]);
+    cfg.controller_timeout_ms = Some(300);
+    let node = start(cfg).await;
+    let mut mups = Mups::connect(&node).await;
+    mups.expect_closed().await;
+    wait_for(&node, "controller timeout", |s| s.controller_timeouts == 1 && s.links_open == 0).await;
 }
 
 #[tokio::test]
@@ -704,12 +718,24 @@ async fn bad_traffic_is_counted_and_bad_frames_close_the_link() {
     })
     .await;
     mups.send(controller_hello(1, 1)).await;
+    mups.send(fo_link::BankState {
+        bank_id: "bank-1".into(),
+        sessions: vec![fo_link::SessionState {
+            session_id: 7,
+            transport: fo_link::TransportState::Up,
+            application: fo_link::AppState::SignedOn,
+        }],
+    })
+    .await;
     // Inactive for bank-2: answered anyway, counted.
     mups.bank_sends("bank-2", 1, 4, auth(l, "4761739001010010", "000004")).await;
     assert_eq!(mups.expect_data().await.correlation_id, 4);
     let stats = node.stats();
     assert_eq!((stats.unknown_bank, stats.parse_errors, stats.protocol_errors), (1, 1, 2));
     assert_eq!(stats.data_while_inactive, 1);
+    assert_eq!(stats.bank_states_received, 1);
+    let sessions = node.bank_status("bank-1").unwrap().sessions;
+    assert_eq!((sessions[0].session_id, sessions[0].up, sessions[0].application), (7, true, "signed_on"));
     // A frame that does not decode ends the link.
     mups.stream.write_all(&[0, 0, 0, 2, 1, 0x7f]).await.unwrap();
     mups.expect_closed().await;
@@ -736,5 +762,69 @@ async fn control_lines_drive_the_node() {
     assert_eq!(control::execute_line(&node, "status bank-1").await["bank"]["active"], true);
     assert_eq!(control::execute_line(&node, "frobnicate").await["ok"], false);
     assert_eq!(control::execute_line(&node, "die").await["running"], false);
+    mups.expect_closed().await;
+}
+
+/// The `fo-sim` binary: flags, the `listening` event, traffic, a control command on
+/// stdin, and the final stats on SIGTERM.
+#[cfg(unix)]
+#[tokio::test]
+async fn binary_serves_reports_and_stops_on_sigterm() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_fo-sim"))
+        .args(["--node", "B", "--listen", "127.0.0.1:0", "--bank", "bank-1=iso87-ascii"])
+        .args(["--rule", "pan=4000,code=05", "--control", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_event = async || -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, lines.next_line()).await.expect("fo-sim printed nothing");
+        serde_json::from_str(&line.unwrap().expect("fo-sim closed stdout")).unwrap()
+    };
+    let listening = next_event().await;
+    assert_eq!((listening["event"].as_str(), listening["node"].as_str()), (Some("listening"), Some("B")));
+    let addr = listening["addr"].as_str().unwrap().parse().unwrap();
+
+    let (mut mups, hello) = Mups::connect_with(addr, controller_hello(1, 1)).await;
+    assert_eq!(hello.node_id, "B");
+    let l = layout("iso87-ascii");
+    mups.bank_sends("bank-1", 1, 1, auth(l, "4000001234567899", "000001")).await;
+    let d = mups.expect_data().await;
+    assert_eq!(Message::parse(l, &d.message).unwrap().value(39).unwrap().unwrap(), "05");
+
+    // stdin control: the reply is an event line on stdout.
+    stdin.write_all(b"nack ACTIVATE on\nstats\n").await.unwrap();
+    let reply = next_event().await;
+    assert_eq!((reply["event"].as_str(), reply["ok"].as_bool()), (Some("reply"), Some(true)), "{reply}");
+    let reply = next_event().await;
+    assert_eq!(reply["stats"]["responses_by_code"]["05"], 1, "{reply}");
+    mups.send(Activate { cmd_id: 1, bank_id: "bank-1".into(), switch_id: 1, params: vec![] }).await;
+    expect_nack(&mut mups, 1, NackReason::Internal).await;
+
+    // TCP control: replies on the connection.
+    let control_addr: std::net::SocketAddr = listening["control"].as_str().unwrap().parse().unwrap();
+    let mut control = TcpStream::connect(control_addr).await.unwrap();
+    control.write_all(b"status bank-1\n").await.unwrap();
+    let mut reply = BufReader::new(&mut control).lines();
+    let reply = tokio::time::timeout(WAIT, reply.next_line()).await.unwrap().unwrap().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(reply["bank"]["layout"], "iso87-ascii", "{reply}");
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let last = next_event().await;
+    assert_eq!((last["event"].as_str(), last["final"].as_bool()), (Some("stats"), Some(true)), "{last}");
+    assert_eq!(last["reason"], "SIGTERM");
+    assert_eq!(last["stats"]["nacks_sent"], 1);
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
     mups.expect_closed().await;
 }

@@ -38,9 +38,11 @@ pub struct FoNodeConfig {
     /// Traffic the node originates to banks.
     pub originate: Vec<OriginateConfig>,
     /// Send our own `HEARTBEAT`s on each link at this interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub heartbeat_interval_ms: Option<u64>,
     /// Close a link when nothing at all has been received on it for this long
     /// (a lost controller). `None`: wait forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub controller_timeout_ms: Option<u64>,
     /// Close a link whose peer has not sent `HELLO` within this time.
     pub hello_timeout_ms: u64,
