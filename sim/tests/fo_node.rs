@@ -599,6 +599,37 @@ async fn aborted_switchover_gives_the_requests_back_to_the_source() {
 }
 
 #[tokio::test]
+async fn a_target_may_answer_taken_over_requests_before_activate() {
+    let l = layout("iso87-bcd");
+    let mut cfg = config(&[("bank-1", "iso87-bcd")]);
+    cfg.answer_before_activate = true;
+    cfg.rules.push("pan=4000,code=51".parse().unwrap());
+    let target = start(cfg).await;
+    let mut mups = Mups::connect(&target).await;
+    mups.send(sync_begin(1, 3, SyncRole::Target)).await;
+    expect_ack(&mut mups, 1).await;
+    let original = auth(l, "4000001234567899", "000555");
+    mups.send(Context {
+        cmd_id: 2,
+        bank_id: "bank-1".into(),
+        switch_id: 3,
+        correlation_id: 555,
+        session_id: 4,
+        direction: Direction::ToNode,
+        matching_key: "010|11=000555|41=TERM0001".into(),
+        received_at_micros: 1,
+        deadline_micros: 2,
+        message: Bytes::from(original),
+    })
+    .await;
+    expect_ack(&mut mups, 2).await;
+    // Taken over with the target's own rules, answered without waiting for ACTIVATE.
+    let d = mups.expect_data().await;
+    assert_eq!((d.correlation_id, d.session_id), (555, 4));
+    assert_eq!(Message::parse(l, &d.message).unwrap().value(39).unwrap().unwrap(), "51");
+}
+
+#[tokio::test]
 async fn command_hooks_and_refusals() {
     let mut cfg = config(&[("bank-1", "iso87-ascii")]);
     cfg.hooks.nack_on.insert(CommandKind::Activate);

@@ -59,9 +59,16 @@ pub struct FoNodeConfig {
     pub match_key: MatchKeyConfig,
     /// Largest FO link frame accepted (bytes after the length field).
     pub max_frame: usize,
+    /// Answer requests taken over by `CONTEXT` when due even before `ACTIVATE`.
+    /// Off by default: until `ACTIVATE` the switchover may still be aborted, and
+    /// the source would then answer them too.
+    pub answer_before_activate: bool,
     /// Test hooks in force at start; changed at run time through the handle.
     pub hooks: Hooks,
 }
+
+/// The longest time any `*_ms` setting may say: one day.
+pub const MAX_MS: u64 = 86_400_000;
 
 impl Default for FoNodeConfig {
     fn default() -> Self {
@@ -79,6 +86,7 @@ impl Default for FoNodeConfig {
             software: concat!("fo-sim ", env!("CARGO_PKG_VERSION")).to_owned(),
             match_key: MatchKeyConfig::default(),
             max_frame: fo_link::DEFAULT_MAX_FRAME,
+            answer_before_activate: false,
             hooks: Hooks::default(),
         }
     }
@@ -369,6 +377,18 @@ impl FoNodeConfig {
         if let Err(e) = self.match_key.validate() {
             errors.extend(e.iter().map(|e| format!("match_key: {e}")));
         }
+        let durations = [
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("controller_timeout_ms", self.controller_timeout_ms),
+            ("hello_timeout_ms", Some(self.hello_timeout_ms)),
+            ("request_deadline_ms", Some(self.request_deadline_ms)),
+        ];
+        let hooked = self.hooks.delay_ms_on.iter().map(|(k, v)| (k.name(), Some(*v)));
+        for (name, ms) in durations.into_iter().chain(hooked) {
+            if ms.is_some_and(|ms| ms > MAX_MS) {
+                errors.push(format!("{name}: {} ms is over a day", ms.unwrap_or_default()));
+            }
+        }
         if self.max_frame < fo_link::HEADER_LEN {
             errors.push(format!("max_frame {} is below a frame header", self.max_frame));
         }
@@ -419,11 +439,11 @@ impl FoNodeConfig {
                 Ok(mti) if mti.role() == Role::Request => {}
                 _ => errors.push(format!("{what}: mti {:?} is not a request MTI", o.mti)),
             }
-            if o.timeout_ms == 0 {
-                errors.push(format!("{what}: timeout_ms is 0"));
+            if o.timeout_ms == 0 || o.timeout_ms > MAX_MS {
+                errors.push(format!("{what}: timeout_ms {} is not between 1 ms and a day", o.timeout_ms));
             }
-            if o.echo_interval_ms == Some(0) {
-                errors.push(format!("{what}: echo_interval_ms is 0"));
+            if let Some(ms) = o.echo_interval_ms.filter(|ms| *ms == 0 || *ms > MAX_MS) {
+                errors.push(format!("{what}: echo_interval_ms {ms} is not between 1 ms and a day"));
             }
             for key in o.fields.keys() {
                 if !matches!(key.parse::<u8>(), Ok(2..=128)) {
@@ -519,9 +539,12 @@ bank = "bank-9"
 [[rules]]
 action = "drop"
 delay_ms = 5
+[hooks]
+delay_ms_on = { ACTIVATE = 86400001 }
 [[originate]]
 bank = "bank-3"
 rate = -1
+echo_interval_ms = 0
 mti = "0110"
 fields = { "x" = "1" }
 "#;
@@ -539,6 +562,8 @@ fields = { "x" = "1" }
             "rate -1",
             "mti \"0110\" is not a request MTI",
             "field key \"x\"",
+            "ACTIVATE: 86400001 ms is over a day",
+            "echo_interval_ms 0",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

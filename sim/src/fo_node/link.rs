@@ -9,7 +9,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use proto::fo_link::{self, FoLinkDecoder, FoLinkError, FoMessage, Heartbeat, PeerRole};
@@ -208,7 +208,7 @@ async fn heartbeat_loop(
     token: CancellationToken,
     every: Duration,
 ) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut ticks = tokio::time::interval_at(super::node::later(Instant::now(), every).into(), every);
     let mut seq = 0u64;
     loop {
         tokio::select! {

@@ -48,10 +48,17 @@ pub(crate) fn unix_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// `t + d`, without the panic of an overflow: a peer's timestamp can be anything.
+/// Past a year, "later" means a year.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 86_400);
+    t.checked_add(d.min(YEAR)).unwrap_or(t)
+}
+
 /// The instant of a Unix-epoch time in microseconds, by its distance from now.
 fn instant_of(micros: u64, now: Instant, now_micros: u64) -> Instant {
     if micros >= now_micros {
-        now + Duration::from_micros(micros - now_micros)
+        later(now, Duration::from_micros(micros - now_micros))
     } else {
         now.checked_sub(Duration::from_micros(now_micros - micros)).unwrap_or(now)
     }
@@ -674,7 +681,7 @@ impl Shared {
                     deadline_micros: now.saturating_add(self.cfg.request_deadline_ms.saturating_mul(1000)),
                     message: d.message.clone(),
                     link,
-                    due: Instant::now() + delay,
+                    due: later(Instant::now(), delay),
                     code,
                     owned: true,
                 };
@@ -803,7 +810,7 @@ impl Shared {
         let message = Bytes::from(bytes);
         let now = unix_micros();
         let timeout = Duration::from_millis(cfg.timeout_ms);
-        let deadline = Instant::now() + timeout;
+        let deadline = later(Instant::now(), timeout);
         st.originated.insert(
             corr,
             Originated {
@@ -1021,7 +1028,7 @@ impl Shared {
                 }
                 match decision {
                     Decision::Respond { code, delay } => {
-                        let due = instant_of(m.received_at_micros, now, now_micros) + delay;
+                        let due = later(instant_of(m.received_at_micros, now, now_micros), delay);
                         if !delay.is_zero() {
                             st.stats.delayed += 1;
                         }
@@ -1036,7 +1043,7 @@ impl Shared {
                             link,
                             due,
                             code,
-                            owned: false,
+                            owned: self.cfg.answer_before_activate,
                         };
                         self.hold(st, entry);
                     }

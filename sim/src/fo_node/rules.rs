@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 /// The DE39 code of an approval, and of a request no rule matches.
 pub const APPROVED: &str = "00";
 
+/// The longest delay a rule may ask for: one day.
+pub const MAX_DELAY_MS: u64 = 86_400_000;
+
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,6 +117,9 @@ pub enum RuleError {
     /// The response code is empty.
     #[error("code is empty")]
     EmptyCode,
+    /// `delay_ms` is over [`MAX_DELAY_MS`].
+    #[error("delay_ms {0} is over a day")]
+    DelayTooLong(u64),
     /// `amount_over` and `amount_under` can never both hold.
     #[error("amount_over {over} and amount_under {under} exclude every amount")]
     EmptyAmountRange {
@@ -166,6 +172,9 @@ impl Rule {
             }
         } else if self.code.as_deref() == Some("") {
             errors.push(RuleError::EmptyCode);
+        }
+        if self.delay_ms > MAX_DELAY_MS {
+            errors.push(RuleError::DelayTooLong(self.delay_ms));
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
@@ -352,6 +361,7 @@ mod tests {
         assert!(matches!("colour=red".parse::<Rule>(), Err(RuleError::Syntax(_))));
         assert!(matches!("delay=soon".parse::<Rule>(), Err(RuleError::Syntax(_))));
         assert!(matches!("over=10,under=11".parse::<Rule>(), Err(RuleError::EmptyAmountRange { .. })));
+        assert!(matches!("delay=86400001".parse::<Rule>(), Err(RuleError::DelayTooLong(_))));
         let rule: Rule = " name = slow , mti=0200 , delay=5 ".parse().unwrap();
         assert_eq!(rule.label(3), "slow");
         assert_eq!(Rule::default().label(3), "#3");
