@@ -37,7 +37,10 @@
 //! - [`stats`]: the counters.
 //! - [`control`]: the line-based control commands the binary reads from stdin or a
 //!   TCP port.
-//! - `node`: state and message handling (in-flight tables, switchover commands).
+//! - `node`: state and message handling (links, traffic, in-flight tables,
+//!   origination).
+//! - `switchover`: `SYNC_BEGIN`, `CONTEXT`, `ACTIVATE`, `DEACTIVATE`, and the
+//!   command hooks.
 //! - `link`: listener, per-link reader, writer and heartbeat tasks.
 
 #![warn(missing_docs)]
@@ -49,6 +52,7 @@ mod node;
 pub mod respond;
 pub mod rules;
 pub mod stats;
+mod switchover;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

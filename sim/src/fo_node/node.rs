@@ -18,8 +18,11 @@
 //! the bank as a `CONTEXT` and holds it; `SYNC_BEGIN{Target}` then `CONTEXT`s
 //! create held entries; `ACTIVATE` makes the bank's entries owned (the target
 //! takes over, or an aborted source takes back) and answers or times out those
-//! already due; `DEACTIVATE` drops them. A bank is served (originated to, its held
-//! entries answered) only while active and not in a switchover.
+//! already due; `DEACTIVATE` drops them. (With `answer_before_activate`, taken-over
+//! requests are owned at once.) The node originates to a bank only while active
+//! and not in a switchover; what it receives it answers whatever the bank's state,
+//! since routing is `mups`'s decision, and counts what arrives while inactive. The
+//! switchover commands themselves are in the `switchover` module.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,10 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use proto::fo_link::{
-    Ack, Activate, Context, Data, DataFlags, Deactivate, Direction, FoMessage, Hello, Nack, NackReason,
-    PeerRole, SessionState, SyncBegin, SyncEnd, SyncRole,
-};
+use proto::fo_link::{Data, DataFlags, Direction, FoMessage, Hello, PeerRole, SessionState, SyncRole};
 use proto::iso8583::{Layout, Message, Role};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
@@ -38,10 +38,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::config::{CommandKind, FoNodeConfig, Hooks, OriginateConfig};
+use super::config::{FoNodeConfig, Hooks, OriginateConfig};
 use super::respond::{OriginKind, build_request, build_response};
 use super::rules::{Decision, Rule, decide};
 use super::stats::Stats;
+use super::switchover::Command;
 
 /// Microseconds since the Unix epoch, now.
 pub(crate) fn unix_micros() -> u64 {
@@ -56,7 +57,7 @@ pub(crate) fn later(t: Instant, d: Duration) -> Instant {
 }
 
 /// The instant of a Unix-epoch time in microseconds, by its distance from now.
-fn instant_of(micros: u64, now: Instant, now_micros: u64) -> Instant {
+pub(super) fn instant_of(micros: u64, now: Instant, now_micros: u64) -> Instant {
     if micros >= now_micros {
         later(now, Duration::from_micros(micros - now_micros))
     } else {
@@ -183,74 +184,42 @@ pub enum OriginateError {
     Stopped,
 }
 
-/// A switchover command, received.
-#[derive(Debug, Clone)]
-pub(crate) enum Command {
-    SyncBegin(SyncBegin),
-    Context(Context),
-    Activate(Activate),
-    Deactivate(Deactivate),
-}
-
-impl Command {
-    fn kind(&self) -> CommandKind {
-        match self {
-            Self::SyncBegin(_) => CommandKind::SyncBegin,
-            Self::Context(_) => CommandKind::Context,
-            Self::Activate(_) => CommandKind::Activate,
-            Self::Deactivate(_) => CommandKind::Deactivate,
-        }
-    }
-
-    fn header(&self) -> (u64, &str, u64) {
-        match self {
-            Self::SyncBegin(m) => (m.cmd_id, &m.bank_id, m.switch_id),
-            Self::Context(m) => (m.cmd_id, &m.bank_id, m.switch_id),
-            Self::Activate(m) => (m.cmd_id, &m.bank_id, m.switch_id),
-            Self::Deactivate(m) => (m.cmd_id, &m.bank_id, m.switch_id),
-        }
-    }
-}
-
-/// Why a command is refused.
-type Refusal = (NackReason, String);
-
 /// A received request in flight.
 #[derive(Debug)]
-struct InFlight {
-    bank: String,
-    session_id: u64,
-    correlation_id: u64,
-    matching_key: String,
-    received_at_micros: u64,
-    deadline_micros: u64,
-    message: Bytes,
+pub(super) struct InFlight {
+    pub(super) bank: String,
+    pub(super) session_id: u64,
+    pub(super) correlation_id: u64,
+    pub(super) matching_key: String,
+    pub(super) received_at_micros: u64,
+    pub(super) deadline_micros: u64,
+    pub(super) message: Bytes,
     /// The link it came on (answers go there, or to the oldest link if it is gone).
-    link: u64,
-    due: Instant,
-    code: String,
-    owned: bool,
+    pub(super) link: u64,
+    pub(super) due: Instant,
+    pub(super) code: String,
+    pub(super) owned: bool,
 }
 
 /// An originated request in flight.
 #[derive(Debug)]
-struct Originated {
-    bank: String,
-    matching_key: String,
-    sent_at_micros: u64,
-    deadline_micros: u64,
-    deadline: Instant,
-    message: Bytes,
-    owned: bool,
+pub(super) struct Originated {
+    pub(super) bank: String,
+    pub(super) matching_key: String,
+    pub(super) sent_at_micros: u64,
+    pub(super) deadline_micros: u64,
+    pub(super) deadline: Instant,
+    pub(super) message: Bytes,
+    pub(super) owned: bool,
 }
 
 #[derive(Debug)]
-struct BankRt {
-    active: bool,
-    sync: Option<SyncInfo>,
-    params: Vec<(String, String)>,
-    next_stan: u32,
-    sessions: Vec<SessionState>,
+pub(super) struct BankRt {
+    pub(super) active: bool,
+    pub(super) sync: Option<SyncInfo>,
+    pub(super) params: Vec<(String, String)>,
+    pub(super) next_stan: u32,
+    pub(super) sessions: Vec<SessionState>,
 }
 
 #[derive(Debug)]
@@ -263,13 +232,13 @@ struct LinkRt {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    rules: Vec<Rule>,
-    hooks: Hooks,
-    stats: Stats,
-    banks: BTreeMap<String, BankRt>,
+    pub(super) rules: Vec<Rule>,
+    pub(super) hooks: Hooks,
+    pub(super) stats: Stats,
+    pub(super) banks: BTreeMap<String, BankRt>,
     links: BTreeMap<u64, LinkRt>,
-    inflight: BTreeMap<u64, InFlight>,
-    originated: BTreeMap<u64, Originated>,
+    pub(super) inflight: BTreeMap<u64, InFlight>,
+    pub(super) originated: BTreeMap<u64, Originated>,
     next_link: u64,
     next_entry: u64,
     next_corr: u64,
@@ -279,7 +248,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn send(&mut self, link: u64, msg: &FoMessage) -> bool {
+    pub(super) fn send(&mut self, link: u64, msg: &FoMessage) -> bool {
         let Some(l) = self.links.get(&link) else { return false };
         match msg.to_vec() {
             Ok(frame) => l.tx.send(frame).is_ok(),
@@ -317,29 +286,13 @@ impl State {
         self.next_auth = self.next_auth % 999_999 + 1;
         format!("{:06}", self.next_auth)
     }
-
-    fn reply(&mut self, link: u64, cmd: &Command, result: Result<(), Refusal>) {
-        let (cmd_id, bank_id, switch_id) = cmd.header();
-        let msg = match result {
-            Ok(()) => {
-                self.stats.acks_sent += 1;
-                FoMessage::Ack(Ack { cmd_id, bank_id: bank_id.to_owned(), switch_id })
-            }
-            Err((reason, detail)) => {
-                self.stats.nacks_sent += 1;
-                info!(link, cmd = %cmd.kind(), cmd_id, bank = bank_id, switch_id, ?reason, %detail, "NACK");
-                FoMessage::Nack(Nack { cmd_id, bank_id: bank_id.to_owned(), switch_id, reason, detail })
-            }
-        };
-        self.send(link, &msg);
-    }
 }
 
 /// Everything the node's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) cfg: FoNodeConfig,
-    layouts: BTreeMap<String, Layout>,
+    pub(super) layouts: BTreeMap<String, Layout>,
     state: Mutex<State>,
     /// Cancelled when the node dies; every task and link token descends from it.
     pub(crate) token: CancellationToken,
@@ -553,22 +506,7 @@ impl Shared {
             FoMessage::Deactivate(m) => Command::Deactivate(m),
             other => return self.on_link_message(link, other),
         };
-        let delay = {
-            let mut st = self.lock();
-            Stats::bump(&mut st.stats.commands_received, command.kind().name());
-            st.hooks.delay_ms_on.get(&command.kind()).copied().unwrap_or(0)
-        };
-        if delay == 0 {
-            self.execute(link, &command);
-        } else {
-            let shared = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = shared.token.cancelled() => {}
-                    () = tokio::time::sleep(Duration::from_millis(delay)) => shared.execute(link, &command),
-                }
-            });
-        }
+        self.on_command(link, command);
     }
 
     fn on_link_message(self: &Arc<Self>, link: u64, msg: FoMessage) {
@@ -697,7 +635,7 @@ impl Shared {
     }
 
     /// Puts a received request in flight and arms its answer timer.
-    fn hold(self: &Arc<Self>, st: &mut State, entry: InFlight) {
+    pub(super) fn hold(self: &Arc<Self>, st: &mut State, entry: InFlight) {
         st.next_entry += 1;
         let id = st.next_entry;
         let due = entry.due;
@@ -721,7 +659,7 @@ impl Shared {
     }
 
     /// Answers a request taken from the in-flight table.
-    fn answer(&self, st: &mut State, e: InFlight) {
+    pub(super) fn answer(&self, st: &mut State, e: InFlight) {
         let Some(layout) = self.layouts.get(&e.bank) else { return };
         match Message::parse(layout, &e.message) {
             Ok(msg) => self.respond(st, e.link, &e.bank, e.session_id, e.correlation_id, &msg, &e.code),
@@ -837,7 +775,7 @@ impl Shared {
         Ok(corr)
     }
 
-    fn arm_timeout(self: &Arc<Self>, corr: u64, deadline: Instant) {
+    pub(super) fn arm_timeout(self: &Arc<Self>, corr: u64, deadline: Instant) {
         let shared = Arc::clone(self);
         tokio::spawn(async move {
             tokio::select! {
@@ -853,273 +791,5 @@ impl Shared {
             st.originated.remove(&corr);
             st.stats.originated_timed_out += 1;
         }
-    }
-
-    /// Carries out a switchover command (after any hook delay) and replies.
-    fn execute(self: &Arc<Self>, link: u64, cmd: &Command) {
-        let mut st = self.lock();
-        let kind = cmd.kind();
-        let (cmd_id, bank, switch_id) = cmd.header();
-        info!(link, cmd = %kind, cmd_id, bank, switch_id, "command");
-        if st.hooks.ignore_on.contains(&kind) {
-            st.stats.commands_ignored += 1;
-            return;
-        }
-        if st.hooks.nack_on.contains(&kind) {
-            let reason = NackReason::from_code(st.hooks.nack_reason);
-            st.reply(link, cmd, Err((reason, format!("{kind} refused by the nack_on test hook"))));
-            return;
-        }
-        if let Err(refusal) = self.check(&st, cmd) {
-            st.reply(link, cmd, Err(refusal));
-            return;
-        }
-        st.reply(link, cmd, Ok(()));
-        match cmd {
-            Command::SyncBegin(m) => self.sync_begin(&mut st, link, m),
-            Command::Context(m) => self.take_context(&mut st, link, m),
-            Command::Activate(m) => self.activate(&mut st, m),
-            Command::Deactivate(m) => self.deactivate(&mut st, m),
-        }
-    }
-
-    /// Whether the command can be carried out in the bank's state.
-    fn check(&self, st: &State, cmd: &Command) -> Result<(), Refusal> {
-        let (_, bank_id, switch_id) = cmd.header();
-        let Some(bank) = st.banks.get(bank_id) else {
-            return Err((
-                NackReason::UnknownBank,
-                format!("node {} does not serve {bank_id}", self.cfg.node_id),
-            ));
-        };
-        let other_switch = |s: &SyncInfo| {
-            Err((NackReason::BadState, format!("bank is in switchover {}, not {switch_id}", s.switch_id)))
-        };
-        match cmd {
-            Command::SyncBegin(m) => match bank.sync {
-                Some(s) if s.switch_id != switch_id => {
-                    Err((NackReason::Busy, format!("bank is in switchover {}", s.switch_id)))
-                }
-                Some(s) if s.side != SyncSide::from(m.role) => {
-                    Err((NackReason::BadState, format!("already {:?} of this switchover", s.side)))
-                }
-                _ => Ok(()),
-            },
-            Command::Context(m) => {
-                match bank.sync {
-                    Some(SyncInfo { switch_id: s, side: SyncSide::Target }) if s == switch_id => {}
-                    Some(s) if s.switch_id != switch_id => return other_switch(&s),
-                    _ => return Err((NackReason::BadState, "not a target of this switchover".to_owned())),
-                }
-                match m.direction {
-                    Direction::ToNode => {
-                        let layout =
-                            self.layouts.get(bank_id).ok_or((NackReason::UnknownBank, String::new()))?;
-                        match Message::parse(layout, &m.message) {
-                            Ok(msg) if msg.mti().role() == Role::Request => Ok(()),
-                            Ok(msg) => {
-                                Err((NackReason::BadState, format!("MTI {} is not a request", msg.mti())))
-                            }
-                            Err(e) => Err((NackReason::Internal, format!("message does not parse: {e}"))),
-                        }
-                    }
-                    Direction::ToBank if m.correlation_id == 0 => {
-                        Err((NackReason::BadState, "correlation id 0".to_owned()))
-                    }
-                    Direction::ToBank if st.originated.contains_key(&m.correlation_id) => Err((
-                        NackReason::BadState,
-                        format!("correlation id {} already in flight here", m.correlation_id),
-                    )),
-                    Direction::ToBank => Ok(()),
-                }
-            }
-            Command::Activate(_) | Command::Deactivate(_) => match bank.sync {
-                Some(s) if s.switch_id != switch_id => other_switch(&s),
-                _ => Ok(()),
-            },
-        }
-    }
-
-    fn sync_begin(&self, st: &mut State, link: u64, m: &SyncBegin) {
-        let side = SyncSide::from(m.role);
-        if let Some(b) = st.banks.get_mut(&m.bank_id) {
-            b.sync = Some(SyncInfo { switch_id: m.switch_id, side });
-        }
-        if side == SyncSide::Target {
-            return;
-        }
-        let mut contexts = Vec::new();
-        for e in st.inflight.values_mut().filter(|e| e.bank == m.bank_id) {
-            e.owned = false;
-            contexts.push(Context {
-                cmd_id: m.cmd_id,
-                bank_id: m.bank_id.clone(),
-                switch_id: m.switch_id,
-                correlation_id: e.correlation_id,
-                session_id: e.session_id,
-                direction: Direction::ToNode,
-                matching_key: e.matching_key.clone(),
-                received_at_micros: e.received_at_micros,
-                deadline_micros: e.deadline_micros,
-                message: e.message.clone(),
-            });
-        }
-        for (corr, o) in st.originated.iter_mut().filter(|(_, o)| o.bank == m.bank_id) {
-            o.owned = false;
-            contexts.push(Context {
-                cmd_id: m.cmd_id,
-                bank_id: m.bank_id.clone(),
-                switch_id: m.switch_id,
-                correlation_id: *corr,
-                session_id: 0,
-                direction: Direction::ToBank,
-                matching_key: o.matching_key.clone(),
-                received_at_micros: o.sent_at_micros,
-                deadline_micros: o.deadline_micros,
-                message: o.message.clone(),
-            });
-        }
-        let count = contexts.len();
-        for c in contexts {
-            if st.send(link, &FoMessage::Context(c)) {
-                st.stats.contexts_sent += 1;
-            }
-        }
-        let params = self.runtime_params(st, &m.bank_id);
-        let end = SyncEnd {
-            cmd_id: m.cmd_id,
-            bank_id: m.bank_id.clone(),
-            switch_id: m.switch_id,
-            context_count: u32::try_from(count).unwrap_or(u32::MAX),
-            params,
-        };
-        if st.send(link, &FoMessage::SyncEnd(end)) {
-            st.stats.sync_ends_sent += 1;
-        }
-        info!(link, bank = %m.bank_id, switch_id = m.switch_id, contexts = count, "handed the bank's in-flight requests over");
-    }
-
-    /// The bank's runtime parameters for `SYNC_END`: those received with the last
-    /// `ACTIVATE`, with ours (`stan_base`, `source_node`) replacing any of the same name.
-    fn runtime_params(&self, st: &State, bank: &str) -> Vec<(String, String)> {
-        let Some(b) = st.banks.get(bank) else { return Vec::new() };
-        let ours = [
-            ("stan_base".to_owned(), b.next_stan.to_string()),
-            ("source_node".to_owned(), self.cfg.node_id.clone()),
-        ];
-        let mut params: Vec<(String, String)> =
-            b.params.iter().filter(|(k, _)| !ours.iter().any(|(o, _)| o == k)).cloned().collect();
-        params.extend(ours);
-        params
-    }
-
-    fn take_context(self: &Arc<Self>, st: &mut State, link: u64, m: &Context) {
-        st.stats.contexts_received += 1;
-        let now = Instant::now();
-        let now_micros = unix_micros();
-        match m.direction {
-            Direction::ToNode => {
-                let Some(layout) = self.layouts.get(&m.bank_id) else { return };
-                let Ok(msg) = Message::parse(layout, &m.message) else { return };
-                let (decision, hit) = decide(&st.rules, &m.bank_id, &msg);
-                if let Some(i) = hit {
-                    let label = st.rules[i].label(i);
-                    Stats::bump(&mut st.stats.rule_hits, &label);
-                }
-                match decision {
-                    Decision::Respond { code, delay } => {
-                        let due = later(instant_of(m.received_at_micros, now, now_micros), delay);
-                        if !delay.is_zero() {
-                            st.stats.delayed += 1;
-                        }
-                        let entry = InFlight {
-                            bank: m.bank_id.clone(),
-                            session_id: m.session_id,
-                            correlation_id: m.correlation_id,
-                            matching_key: m.matching_key.clone(),
-                            received_at_micros: m.received_at_micros,
-                            deadline_micros: m.deadline_micros,
-                            message: m.message.clone(),
-                            link,
-                            due,
-                            code,
-                            owned: self.cfg.answer_before_activate,
-                        };
-                        self.hold(st, entry);
-                    }
-                    // A taken-over request did not come on a link of ours: "close" drops it too.
-                    Decision::Drop | Decision::Close => st.stats.dropped_by_rule += 1,
-                }
-            }
-            Direction::ToBank => {
-                let deadline = instant_of(m.deadline_micros, now, now_micros);
-                st.originated.insert(
-                    m.correlation_id,
-                    Originated {
-                        bank: m.bank_id.clone(),
-                        matching_key: m.matching_key.clone(),
-                        sent_at_micros: m.received_at_micros,
-                        deadline_micros: m.deadline_micros,
-                        deadline,
-                        message: m.message.clone(),
-                        owned: false,
-                    },
-                );
-                self.arm_timeout(m.correlation_id, deadline);
-            }
-        }
-    }
-
-    fn activate(&self, st: &mut State, m: &Activate) {
-        if let Some(b) = st.banks.get_mut(&m.bank_id) {
-            b.active = true;
-            b.sync = None;
-            if let Some(stan) =
-                m.params.iter().rev().find(|(k, _)| k == "stan_base").and_then(|(_, v)| v.parse().ok())
-            {
-                if (1..=999_999).contains(&stan) {
-                    b.next_stan = stan;
-                }
-            }
-            b.params = m.params.clone();
-        }
-        let now = Instant::now();
-        let mut due = Vec::new();
-        for (id, e) in st.inflight.iter_mut().filter(|(_, e)| e.bank == m.bank_id) {
-            e.owned = true;
-            if e.due <= now {
-                due.push(*id);
-            }
-        }
-        for id in due {
-            if let Some(e) = st.inflight.remove(&id) {
-                self.answer(st, e);
-            }
-        }
-        let mut expired = Vec::new();
-        for (corr, o) in st.originated.iter_mut().filter(|(_, o)| o.bank == m.bank_id) {
-            o.owned = true;
-            if o.deadline <= now {
-                expired.push(*corr);
-            }
-        }
-        for corr in expired {
-            st.originated.remove(&corr);
-            st.stats.originated_timed_out += 1;
-        }
-        info!(bank = %m.bank_id, switch_id = m.switch_id, "bank activated");
-    }
-
-    fn deactivate(&self, st: &mut State, m: &Deactivate) {
-        if let Some(b) = st.banks.get_mut(&m.bank_id) {
-            b.active = false;
-            b.sync = None;
-        }
-        let before = st.inflight.len() + st.originated.len();
-        st.inflight.retain(|_, e| e.bank != m.bank_id);
-        st.originated.retain(|_, o| o.bank != m.bank_id);
-        let dropped = before - st.inflight.len() - st.originated.len();
-        st.stats.inflight_dropped += dropped as u64;
-        info!(bank = %m.bank_id, switch_id = m.switch_id, dropped, "bank deactivated");
     }
 }
