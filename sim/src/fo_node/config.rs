@@ -525,6 +525,24 @@ delay_ms_on = { SYNC_BEGIN = 500 }
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fo-sim.example.toml");
+        let cfg = FoNodeConfig::load(&path).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!((cfg.banks.len(), cfg.rules.len(), cfg.originate.len()), (3, 4, 1));
+        assert!(matches!(FoNodeConfig::load(Path::new("x.yaml")), Err(ConfigError::Io { .. })));
+        let dir = std::env::temp_dir().join(format!("fo-sim-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let yaml = dir.join("c.yaml");
+        std::fs::write(&yaml, "node_id: A").unwrap();
+        assert!(matches!(FoNodeConfig::load(&yaml), Err(ConfigError::UnknownFormat(_))));
+        let json = dir.join("c.json");
+        std::fs::write(&json, "{\"node_id\": 3}").unwrap();
+        assert!(matches!(FoNodeConfig::load(&json), Err(ConfigError::Parse { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn every_problem_is_reported() {
         let text = r#"
 node_id = ""
