@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //!
-//! - `fo_node`: the FO node simulator (speaks the FO link protocol to `mups`).
+//! - [`fo_node`]: the FO node simulator (speaks the FO link protocol to `mups`);
+//!   library API ([`fo_node::start`]) and the `fo-sim` binary.
 //! - `bank`: the bank simulator / load generator (speaks ISO 8583 to `pups`).
 #![forbid(unsafe_code)]
+
+pub mod fo_node;
