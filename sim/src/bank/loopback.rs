@@ -191,7 +191,8 @@ mod tests {
         for name in BUILTIN_LAYOUTS {
             let layout = Layout::builtin(name).unwrap();
             let lb = Loopback::new(FrameConfig::new("u16be".parse().unwrap()), layout, "00").unwrap();
-            let cases: [(&str, &str, Vec<(u8, &str)>); 4] = [
+            type Case = (&'static str, &'static str, Vec<(u8, &'static str)>);
+            let cases: [Case; 4] = [
                 (
                     "0200",
                     "0210",
