@@ -38,6 +38,12 @@ struct Faults {
     sign_on_code: Option<&'static str>,
     /// Apply `fin_at`/`rst_at` on the terminal's first connection only.
     first_connection_only: bool,
+    /// Hold the answer to this request for this long.
+    delay: Option<(usize, Duration)>,
+    /// After answering this request, send a frame whose message does not decode.
+    garbage_after: Option<usize>,
+    /// After answering this request, send bytes that break the framing.
+    bad_frame_after: Option<usize>,
 }
 
 /// One message the responder received.
@@ -177,6 +183,12 @@ impl Responder {
                     stream.set_zero_linger().unwrap();
                     return log;
                 }
+                if let Some((n, pause)) = faults.delay {
+                    if n == financial {
+                        stream.write_all(&std::mem::take(&mut out)).await.unwrap();
+                        tokio::time::sleep(pause).await;
+                    }
+                }
                 if faults.drop != Some(financial) {
                     self.frame(tpdu, &self.response(&msg, "00"), &mut out);
                 }
@@ -188,6 +200,12 @@ impl Responder {
                     let stray =
                         self.layout.encode_to_vec("0110", [(11, "999999"), (39, "00"), (41, &terminal)]);
                     self.frame(tpdu, &stray.unwrap(), &mut out);
+                }
+                if faults.garbage_after == Some(financial) {
+                    self.frame(tpdu, b"0110 not an ISO 8583 message", &mut out);
+                }
+                if faults.bad_frame_after == Some(financial) {
+                    out.extend_from_slice(b"\xFF\xFF\xFF\xFF");
                 }
                 if faults.fo_after == Some(financial) {
                     let terminal = log.terminal.clone().unwrap();
@@ -408,6 +426,49 @@ async fn fin_and_rst_are_reported_by_kind() {
     assert!(!s[1].events[0].at.is_empty());
 }
 
+/// A response after the timeout is late: it still answers its request.
+#[tokio::test]
+async fn a_response_after_the_timeout_is_late() {
+    let f = framing("u16be", false, false);
+    let slow = Faults { delay: Some((2, Duration::from_millis(900))), ..Default::default() };
+    let (addr, _rx) = Responder::start(f.clone(), "iso87-ascii", faults(&[("SIM00001", slow)])).await;
+    let cfg = BankSimConfig {
+        requests: Some(4),
+        timeout: Duration::from_millis(300),
+        grace: Duration::from_secs(5),
+        ..config(&addr, &f, "iso87-ascii")
+    };
+    let r = run(cfg, pending()).await.unwrap();
+    let c = &r.counters;
+    assert!(c.late >= 1 && c.timeouts >= c.late, "{c:?}");
+    assert_eq!((c.sent, c.answered, c.lost), (4, 4, 0));
+    assert!(r.clean, "late responses alone do not make a run unclean");
+}
+
+/// A message that does not decode is counted; bytes that break the framing end
+/// the session.
+#[tokio::test]
+async fn malformed_messages_and_broken_framing_are_reported() {
+    let f = framing("ascii4", false, false);
+    let (addr, _rx) = Responder::start(
+        f.clone(),
+        "iso87-ascii",
+        faults(&[
+            ("SIM00001", Faults { garbage_after: Some(1), ..Default::default() }),
+            ("SIM00002", Faults { bad_frame_after: Some(2), ..Default::default() }),
+        ]),
+    )
+    .await;
+    let cfg = BankSimConfig { sessions: 2, requests: Some(10), ..config(&addr, &f, "iso87-ascii") };
+    let r = run(cfg, pending()).await.unwrap();
+    assert!(!r.clean);
+    assert_eq!(r.counters.malformed, 1);
+    assert_eq!(r.sessions[0].counters.answered, 5);
+    assert_eq!(r.disconnects.framing_error, 1);
+    assert_eq!(r.sessions[1].events[0].kind, DisconnectKind::FramingError);
+    assert_eq!(r.sessions[1].counters.answered, 2);
+}
+
 /// With `reconnect`, a dropped session comes back and signs on again, and the drop
 /// is still reported.
 #[tokio::test]
@@ -557,6 +618,9 @@ async fn paced_run_with_idle_echo() {
     let r = run(cfg, pending()).await.unwrap();
     assert_clean_counts(&r, 40);
     assert_eq!(r.latency_us.measured_from, LatencyOrigin::IntendedSend);
+    assert_eq!(r.service_latency_us.measured_from, LatencyOrigin::ActualSend);
+    assert_eq!(r.service_latency_us.count, 40);
+    assert!(r.service_latency_us.max <= r.latency_us.max);
 
     let idle = BankSimConfig {
         requests: Some(0),
@@ -622,6 +686,7 @@ async fn report_serializes() {
         "by_mti",
         "response_codes",
         "latency_us",
+        "service_latency_us",
         "disconnects",
         "sessions",
         "clean",

@@ -72,8 +72,8 @@ pub struct BankSimConfig {
     /// Wait before a reconnect.
     #[serde(rename = "reconnect_delay_s", with = "secs")]
     pub reconnect_delay: Duration,
-    /// Answered keys remembered per session to tell a duplicate response from an
-    /// unmatched one.
+    /// Answered keys remembered per session (the most recent ones) to tell a
+    /// duplicate response from an unmatched one; about 40 bytes each.
     pub dup_window: usize,
 }
 
@@ -104,7 +104,7 @@ impl Default for BankSimConfig {
             response_code: "00".to_owned(),
             reconnect: false,
             reconnect_delay: Duration::from_secs(1),
-            dup_window: 1 << 16,
+            dup_window: 1 << 14,
         }
     }
 }

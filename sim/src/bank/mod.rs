@@ -156,6 +156,16 @@ pub async fn run_with_progress(
     Ok(assemble(&shared, outcomes))
 }
 
+fn merge(into: &mut Option<Histogram<u64>>, h: Histogram<u64>) {
+    match into {
+        None => *into = Some(h),
+        // Same bounds everywhere: adding cannot fail.
+        Some(total) => {
+            let _ = total.add(&h);
+        }
+    }
+}
+
 async fn resolve(target: &str) -> Result<SocketAddr, RunError> {
     let fail = |reason: String| RunError::Target { target: target.to_owned(), reason };
     let mut addrs = tokio::net::lookup_host(target).await.map_err(|e| fail(e.to_string()))?;
@@ -169,6 +179,7 @@ fn assemble(shared: &Shared, mut outcomes: Vec<Outcome>) -> Report {
     let mut codes: BTreeMap<String, u64> = BTreeMap::new();
     let mut disconnects = DisconnectSummary::default();
     let mut histogram: Option<Histogram<u64>> = None;
+    let mut service: Option<Histogram<u64>> = None;
     let mut first_ready: Option<Instant> = None;
     let mut last_response: Option<Instant> = None;
     let mut sessions = Vec::with_capacity(outcomes.len());
@@ -185,13 +196,8 @@ fn assemble(shared: &Shared, mut outcomes: Vec<Outcome>) -> Report {
         for e in &o.events {
             disconnects.add(e.kind);
         }
-        match &mut histogram {
-            None => histogram = Some(o.histogram),
-            Some(h) => {
-                // Same bounds everywhere: adding cannot fail.
-                let _ = h.add(&o.histogram);
-            }
-        }
+        merge(&mut histogram, o.histogram);
+        merge(&mut service, o.service);
         first_ready = match (first_ready, o.ready_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -211,7 +217,7 @@ fn assemble(shared: &Shared, mut outcomes: Vec<Outcome>) -> Report {
     };
     let per_s = |n: u64| if window_s > 0.0 { n as f64 / window_s } else { 0.0 };
     let origin = if shared.cfg.rate > 0.0 { LatencyOrigin::IntendedSend } else { LatencyOrigin::ActualSend };
-    let latency = match &histogram {
+    let summary = |h: &Option<Histogram<u64>>, origin| match h {
         Some(h) => Latency::from_histogram(h, origin),
         None => Latency::empty(origin),
     };
@@ -225,7 +231,8 @@ fn assemble(shared: &Shared, mut outcomes: Vec<Outcome>) -> Report {
         counters,
         by_mti,
         response_codes: codes,
-        latency_us: latency,
+        latency_us: summary(&histogram, origin),
+        service_latency_us: summary(&service, LatencyOrigin::ActualSend),
         disconnects,
         sessions,
         clean,

@@ -30,8 +30,14 @@ pub struct Report {
     pub by_mti: BTreeMap<String, MtiCounters>,
     /// Responses received, by DE39 (`none` when absent).
     pub response_codes: BTreeMap<String, u64>,
-    /// Latency of financial requests (network management excluded), microseconds.
+    /// Latency of financial requests (network management excluded), microseconds,
+    /// from the intended send time when a rate is set (see [`LatencyOrigin`]).
     pub latency_us: Latency,
+    /// The same responses measured from the actual send time: the peer's service
+    /// time alone. Equal to `latency_us` in saturation runs; the gap in paced runs
+    /// is queueing in the simulator (pipeline full, send timer lateness) charged to
+    /// the system under test.
+    pub service_latency_us: Latency,
     /// Sessions ended by failures, by kind.
     pub disconnects: DisconnectSummary,
     /// One entry per session.
@@ -63,7 +69,7 @@ pub struct Counters {
     /// Requests that passed the timeout without a response (later answered late, or lost).
     pub timeouts: u64,
     /// Requests never answered: still waiting at the end of the grace period, or
-    /// in flight when their session ended.
+    /// in flight when their connection ended.
     pub lost: u64,
     /// Responses for a request already answered.
     pub duplicates: u64,

@@ -126,6 +126,7 @@ pub(crate) struct Outcome {
     pub(crate) by_mti: Vec<(Mti, MtiCounters)>,
     pub(crate) codes: Vec<(String, u64)>,
     pub(crate) histogram: Histogram<u64>,
+    pub(crate) service: Histogram<u64>,
     pub(crate) events: Vec<DisconnectEvent>,
     pub(crate) ready_at: Option<Instant>,
     pub(crate) last_response: Option<Instant>,
@@ -235,6 +236,7 @@ pub(crate) struct Session {
     netmgmt_index: usize,
     codes: Vec<(Option<Vec<u8>>, String, u64)>,
     histogram: Histogram<u64>,
+    service: Histogram<u64>,
     events: Vec<DisconnectEvent>,
     connects: u32,
     inflight: HashMap<MatchKey, InFlight>,
@@ -316,6 +318,7 @@ impl Session {
             netmgmt_index: by_mti.len() - 1,
             by_mti,
             codes: Vec::new(),
+            service: histogram.clone(),
             histogram,
             events: Vec::new(),
             connects: 0,
@@ -417,13 +420,24 @@ impl Session {
         );
         self.sh.live.disconnects.fetch_add(1, Ordering::Relaxed);
         self.events.push(event);
+        // Their connection is gone: nothing can answer them any more (a response
+        // on a later connection counts as unmatched), and they must not hold
+        // pipeline slots after a reconnect.
+        self.abandon_in_flight();
     }
 
-    fn finish(mut self) -> Outcome {
+    /// Counts every request still in flight as lost.
+    fn abandon_in_flight(&mut self) {
         for (_, e) in self.inflight.drain() {
             self.counters.lost += 1;
             self.by_mti[e.mti].1.lost += 1;
         }
+        self.deadlines.clear();
+        self.outstanding = 0;
+    }
+
+    fn finish(mut self) -> Outcome {
+        self.abandon_in_flight();
         if self.counters.lost > 0 {
             warn!(session = self.id, lost = self.counters.lost, "requests never answered");
         }
@@ -436,6 +450,7 @@ impl Session {
             by_mti: self.by_mti,
             codes: self.codes.into_iter().map(|(_, name, n)| (name, n)).collect(),
             histogram: self.histogram,
+            service: self.service,
             events: self.events,
             ready_at: self.ready_at,
             last_response: self.last_response,
@@ -574,17 +589,20 @@ impl Session {
         wake
     }
 
-    /// Marks requests past their deadline as timed out.
+    /// Marks requests past their deadline as timed out, and drops deadlines of
+    /// requests already answered from the front of the queue (responses mostly
+    /// come in order, so the queue stays about as long as the in-flight table).
     fn expire(&mut self, now: Instant) -> Result<(), Failure> {
-        while let Some(&(deadline, seq, _)) = self.deadlines.front() {
-            if deadline > now {
+        while let Some((deadline, seq, key)) = self.deadlines.front() {
+            let live = self.inflight.get(key).is_some_and(|e| e.seq == *seq && !e.timed_out);
+            if live && *deadline > now {
                 break;
             }
             let Some((_, _, key)) = self.deadlines.pop_front() else { break };
-            let Some(e) = self.inflight.get_mut(&key) else { continue };
-            if e.seq != seq || e.timed_out {
+            if !live {
                 continue;
             }
+            let Some(e) = self.inflight.get_mut(&key) else { continue };
             e.timed_out = true;
             self.counters.timeouts += 1;
             match e.kind {
@@ -852,9 +870,13 @@ impl Session {
                 if !e.timed_out {
                     self.outstanding -= 1;
                 }
-                let origin = if self.sh.rate_mode() { e.intended } else { e.sent };
-                let us = now.duration_since(origin).as_micros();
-                self.histogram.saturating_record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                let micros = |since: Instant| {
+                    u64::try_from(now.duration_since(since).as_micros()).unwrap_or(u64::MAX).max(1)
+                };
+                let service = micros(e.sent);
+                self.service.saturating_record(service);
+                let latency = if self.sh.rate_mode() { micros(e.intended) } else { service };
+                self.histogram.saturating_record(latency);
             }
             Kind::SignOn => {
                 let code = msg.response_code();

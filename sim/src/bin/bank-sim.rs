@@ -87,7 +87,7 @@ struct Cli {
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     reconnect_delay: Duration,
     /// Answered keys remembered per session, to tell duplicates from unmatched responses.
-    #[arg(long, default_value_t = 1 << 16)]
+    #[arg(long, default_value_t = 1 << 14)]
     dup_window: usize,
     /// Also write the report to this file.
     #[arg(long)]
