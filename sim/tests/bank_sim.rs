@@ -275,7 +275,23 @@ fn faults(entries: &[(&str, Faults)]) -> HashMap<String, Faults> {
     entries.iter().map(|(t, f)| ((*t).to_owned(), f.clone())).collect()
 }
 
+/// What holds for every report: each request ends exactly once (answered or
+/// lost), and the sessions add up to the totals.
+fn assert_invariants(r: &Report) {
+    let c = &r.counters;
+    assert_eq!(c.sent, c.answered + c.lost, "{c:?}");
+    assert!(c.late <= c.answered && c.late <= c.timeouts);
+    let by_mti: u64 = r.by_mti.values().map(|m| m.sent).sum();
+    assert_eq!(by_mti, c.sent);
+    let sessions: u64 = r.sessions.iter().map(|s| s.counters.sent).sum();
+    assert_eq!(sessions, c.sent);
+    let events: u64 = r.sessions.iter().map(|s| s.events.len() as u64).sum();
+    assert_eq!(events, r.disconnects.total);
+    assert_eq!(r.clean, c.lost + c.duplicates + c.unmatched + c.malformed + r.disconnects.total == 0);
+}
+
 fn assert_clean_counts(r: &Report, requests: u64) {
+    assert_invariants(r);
     let c = &r.counters;
     assert!(r.clean, "{}", serde_json::to_string_pretty(r).unwrap());
     assert_eq!((c.sent, c.answered), (requests, requests));
@@ -350,6 +366,7 @@ async fn a_dropped_response_is_lost() {
     let cfg =
         BankSimConfig { sessions: 2, pipeline: 3, requests: Some(40), ..config(&addr, &f, "iso87-ascii") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     let c = &r.counters;
     assert!(!r.clean);
     assert_eq!((c.sent, c.answered, c.lost, c.duplicates, c.unmatched), (40, 39, 1, 0, 0));
@@ -370,6 +387,7 @@ async fn a_second_response_is_a_duplicate() {
     let cfg =
         BankSimConfig { sessions: 2, pipeline: 2, requests: Some(20), ..config(&addr, &f, "iso87-ebcdic") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     let c = &r.counters;
     assert!(!r.clean);
     assert_eq!((c.sent, c.answered, c.lost, c.duplicates, c.unmatched), (20, 20, 0, 1, 0));
@@ -388,6 +406,7 @@ async fn a_response_to_nothing_is_unmatched() {
     let cfg =
         BankSimConfig { sessions: 1, pipeline: 1, requests: Some(10), ..config(&addr, &f, "iso87-bcd") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     let c = &r.counters;
     assert!(!r.clean);
     assert_eq!((c.sent, c.answered, c.lost, c.duplicates, c.unmatched), (10, 10, 0, 0, 1));
@@ -409,6 +428,7 @@ async fn fin_and_rst_are_reported_by_kind() {
     let cfg =
         BankSimConfig { sessions: 3, pipeline: 1, requests: Some(30), ..config(&addr, &f, "iso87-binary") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     assert!(!r.clean);
     assert_eq!(r.disconnects.total, 2);
     assert_eq!((r.disconnects.fin, r.disconnects.rst), (1, 1));
@@ -439,6 +459,7 @@ async fn a_response_after_the_timeout_is_late() {
         ..config(&addr, &f, "iso87-ascii")
     };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     let c = &r.counters;
     assert!(c.late >= 1 && c.timeouts >= c.late, "{c:?}");
     assert_eq!((c.sent, c.answered, c.lost), (4, 4, 0));
@@ -461,6 +482,7 @@ async fn malformed_messages_and_broken_framing_are_reported() {
     .await;
     let cfg = BankSimConfig { sessions: 2, requests: Some(10), ..config(&addr, &f, "iso87-ascii") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     assert!(!r.clean);
     assert_eq!(r.counters.malformed, 1);
     assert_eq!(r.sessions[0].counters.answered, 5);
@@ -492,6 +514,7 @@ async fn reconnect_still_reports_the_disconnect() {
         ..config(&addr, &f, "iso87-ascii")
     };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     assert!(!r.clean);
     let s = &r.sessions[0];
     assert_eq!(s.connects, 2);
@@ -568,6 +591,7 @@ async fn a_refused_sign_on_ends_the_session() {
     .await;
     let cfg = BankSimConfig { requests: Some(5), sign_on: true, ..config(&addr, &f, "iso87-ascii") };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     assert!(!r.clean);
     assert_eq!(r.disconnects.sign_on_failed, 1);
     assert_eq!(r.sessions[0].events[0].kind, DisconnectKind::SignOnRejected);
@@ -587,6 +611,7 @@ async fn connect_failures_are_reported() {
         ..config(&format!("127.0.0.1:{port}"), &f, "iso87-ascii")
     };
     let r = run(cfg, pending()).await.unwrap();
+    assert_invariants(&r);
     assert!(!r.clean);
     assert_eq!((r.disconnects.total, r.disconnects.connect_failed), (2, 2));
     assert_eq!(r.counters.sent, 0);

@@ -20,7 +20,7 @@ const EXIT_USAGE: u8 = 2;
 
 /// Bank simulator and load generator: ISO 8583 sessions towards pups.
 #[derive(Debug, Parser)]
-#[command(name = "bank-sim", version, about, long_about = None)]
+#[command(name = "bank-sim", version)]
 struct Cli {
     /// Target host:port (pups, or any ISO 8583 peer).
     #[arg(long, short = 't')]
