@@ -37,8 +37,9 @@ use super::wire::{self, Constants, FieldClock, Template, Values, put_digits};
 /// Fields echoed from an FO-originated request into the simulator's response.
 const ECHOED: [u8; 13] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49, 70];
 
-/// Acquirer id (DE32) of generated requests.
+/// Acquirer id (DE32) of generated requests, and as a number for DE90.
 const ACQUIRER: &str = "123456";
+const ACQUIRER_ID: u64 = 123_456;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -288,7 +289,7 @@ impl Session {
         let weights: Vec<i64> = sh.mix.iter().map(|&(_, w)| i64::from(w)).collect();
         let mut by_mti: Vec<(Mti, MtiCounters)> =
             sh.mix.iter().map(|&(m, _)| (m, MtiCounters::default())).collect();
-        let netmgmt: Mti = "0800".parse().map_err(|_| ConfigError::BadMix("0800".to_owned()))?;
+        let netmgmt: Mti = "0800".parse().expect("a valid MTI");
         by_mti.push((netmgmt, MtiCounters::default()));
         let sessions = u64::from(cfg.sessions);
         let remaining =
@@ -296,8 +297,8 @@ impl Session {
         let stride = (u64::from(MAX_STAN) / sessions).max(1);
         let stan = (u64::from(id) * stride % u64::from(MAX_STAN)) as u32 + 1;
         let interval = (cfg.rate > 0.0).then(|| Duration::from_secs_f64(sessions as f64 / cfg.rate));
-        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .map_err(|e| ConfigError::BadMix(format!("histogram: {e}")))?;
+        // 1 µs to 1 h, 3 significant digits.
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         let mut values = Values {
             amount: [b'0'; 12],
             de7: [b'0'; 10],
@@ -702,7 +703,7 @@ impl Session {
                 v.de90[..4].copy_from_slice(o.mti.as_bytes());
                 v.de90[4..10].copy_from_slice(&o.stan);
                 v.de90[10..20].copy_from_slice(&o.de7);
-                put_digits(&mut v.de90[20..31], ACQUIRER.parse().unwrap_or(0));
+                put_digits(&mut v.de90[20..31], ACQUIRER_ID);
             }
         } else {
             self.last_original = Some(Original { mti, stan: v.stan, de7: v.de7 });

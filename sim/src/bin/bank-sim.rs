@@ -6,13 +6,14 @@
 //! written), 2 bad usage or configuration. Logs and the progress line go to stderr;
 //! stdout carries only the report.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use proto::frame::LengthHeader;
-use sim::bank::{BankSimConfig, Progress, parse_duration, parse_mix, run_with_progress};
+use sim::bank::{BankSimConfig, Progress, RunError, parse_duration, parse_mix, run_with_progress};
 use tracing_subscriber::EnvFilter;
 
 const EXIT_UNCLEAN: u8 = 1;
@@ -152,7 +153,11 @@ fn main() -> ExitCode {
         None => EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let cfg = cli.config();
     if let Err(e) = cfg.validate() {
         eprintln!("bank-sim: {e}");
@@ -188,6 +193,10 @@ fn main() -> ExitCode {
     });
     let report = match result {
         Ok(r) => r,
+        Err(e @ RunError::Session(_)) => {
+            eprintln!("bank-sim: {e}");
+            return ExitCode::from(EXIT_UNCLEAN);
+        }
         Err(e) => {
             eprintln!("bank-sim: {e}");
             return ExitCode::from(EXIT_USAGE);
