@@ -393,8 +393,9 @@ impl FrameInfo {
     }
 }
 
-/// A frame that cannot be read or written. After a read error the stream has lost
-/// its framing: the session cannot continue.
+/// A frame that cannot be read or written. After a read error the session can only
+/// go on if [`FrameConfig::extent`] still knows where the refused frame ends (too
+/// large, too short, bad trailer); a [`FrameError::BadLength`] loses the framing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
