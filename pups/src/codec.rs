@@ -21,6 +21,12 @@ use tokio_util::codec::{Decoder, Encoder};
 /// Most bytes of a dropped frame shown in [`BankFrame::Dropped::dump`].
 pub const DUMP_MAX: usize = 256;
 
+/// Bytes that broke the framing, for a log line: at most [`DUMP_MAX`] of them, in
+/// hex, with anything that looks like card data masked.
+pub fn masked_dump(bytes: &[u8]) -> String {
+    masked_hexdump(bytes, None, DUMP_MAX)
+}
+
 /// One frame read from a bank.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BankFrame {
@@ -99,7 +105,7 @@ impl BankCodec {
         };
         let available = src.len() as u64;
         let shown = extent.min(available) as usize;
-        let dump = masked_hexdump(&src[..shown], None, DUMP_MAX);
+        let dump = masked_dump(&src[..shown]);
         if extent <= available {
             src.advance(extent as usize);
         } else {
