@@ -54,7 +54,7 @@ async fn messages_flow_both_ways_with_each_framing() {
         assert_eq!((d.bank_id.as_str(), d.session_id), ("B16", up.session_id));
         assert_eq!((d.direction, d.correlation_id, d.flags), (Direction::ToNode, 0, DataFlags::empty()));
     }
-    mups.to_bank("B16", up.session_id, b"0810reply").await;
+    mups.send_to_bank("B16", up.session_id, b"0810reply").await;
     assert_eq!(b16.read_raw(11).await, b"\x00\x090810reply");
 
     // ascii4 with a TPDU: the reply's TPDU is the request's, swapped.
@@ -65,7 +65,7 @@ async fn messages_flow_both_ways_with_each_framing() {
     a4.send_raw(b"0009\x60\x00\x01\x00\x020800").await;
     let d = mups.data().await;
     assert_eq!((d.message.as_ref(), d.session_id), (&b"0800"[..], up.session_id));
-    mups.to_bank("A4", up.session_id, b"0810").await;
+    mups.send_to_bank("A4", up.session_id, b"0810").await;
     assert_eq!(a4.read_raw(13).await, b"0009\x60\x00\x02\x00\x010810");
 
     // bcd2 with a fixed header and ETX: replies carry the last header received.
@@ -75,11 +75,11 @@ async fn messages_flow_both_ways_with_each_framing() {
     ids.insert(up.session_id);
     bcd.send_raw(b"\x00\x07HH0800\x03").await;
     assert_eq!(mups.data().await.message, &b"0800"[..]);
-    mups.to_bank("BCD", up.session_id, b"0810").await;
+    mups.send_to_bank("BCD", up.session_id, b"0810").await;
     assert_eq!(bcd.read_raw(9).await, b"\x00\x07HH0810\x03");
     bcd.send_raw(b"\x00\x18KK0200 0123456789\x03").await;
     assert_eq!(mups.data().await.message, &b"0200 0123456789"[..]);
-    mups.to_bank("BCD", up.session_id, b"0210").await;
+    mups.send_to_bank("BCD", up.session_id, b"0210").await;
     assert_eq!(bcd.read_raw(9).await, b"\x00\x07KK0210\x03");
 
     assert_eq!(ids.len(), 3);
@@ -173,13 +173,13 @@ async fn second_mups_and_unknown_sessions_do_not_disturb_the_link() {
     let mut mups = FakeMups::attach(pups.local_link_path()).await;
     assert!(refused(pups.local_link_path(), LinkChannel::Data).await);
     assert!(refused(pups.local_link_path(), LinkChannel::Control).await);
-    mups.to_bank("B", 999_999, b"0810").await;
+    mups.send_to_bank("B", 999_999, b"0810").await;
     eventually("unknown session counted", || stats.link_dropped(LinkDrop::UnknownSession) == 1).await;
     let mut b = Bank::connect(pups.bank_addr("B").unwrap(), cfg.banks[0].framing.clone()).await;
     let up = mups.session_up().await;
     b.send_raw(b"\x00\x040800").await;
     assert_eq!(mups.data().await.message, &b"0800"[..]);
-    mups.to_bank("B", up.session_id, b"0810").await;
+    mups.send_to_bank("B", up.session_id, b"0810").await;
     assert_eq!(b.read_raw(6).await, b"\x00\x040810");
     assert_eq!(stats.link_attaches(), 1);
     pups.shutdown().await;

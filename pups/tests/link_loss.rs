@@ -64,7 +64,7 @@ async fn mups_goes_away_and_nothing_is_lost() {
     }
     assert!(mups.data_within(Duration::from_millis(200)).await.is_none(), "a message came twice");
     // The session works both ways with the new mups.
-    mups.to_bank("L", up.session_id, b"0810").await;
+    mups.send_to_bank("L", up.session_id, b"0810").await;
     assert_eq!(b.read_raw(6).await, b"\x00\x040810");
     assert_eq!(stats.link_attaches(), 2);
     pups.shutdown().await;

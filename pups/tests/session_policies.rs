@@ -86,10 +86,10 @@ async fn echo_keep_alives_with_storm_guard() {
     // any echo of them, so the bank sees exactly two echoes, then the reply.
     b.send(None, b"", b"0800").await;
     assert_eq!(mups.data().await.message, &b"0800"[..]);
-    mups.to_bank("E", up.session_id, b"0810").await;
+    mups.send_to_bank("E", up.session_id, b"0810").await;
     assert_eq!(b.frame().await, BankFrame::KeepAlive);
     assert_eq!(b.frame().await, BankFrame::KeepAlive);
-    assert!(matches!(b.frame().await, BankFrame::Message { message, .. } if message == &b"0810"[..]));
+    assert!(matches!(b.frame().await, BankFrame::Message { message, .. } if message == b"0810"[..]));
     assert_eq!(stats.keepalives("E", KeepAliveDirection::Received), 3);
     assert_eq!(stats.keepalives("E", KeepAliveDirection::Echoed), 2);
     assert_eq!(stats.keepalives("E", KeepAliveDirection::Suppressed), 1);
@@ -113,8 +113,8 @@ async fn ignored_keep_alives_are_counted_only() {
     b.send_keep_alive().await;
     b.send(None, b"", b"0800").await;
     assert_eq!(mups.data().await.message, &b"0800"[..]);
-    mups.to_bank("I", up.session_id, b"0810").await;
-    assert!(matches!(b.frame().await, BankFrame::Message { message, .. } if message == &b"0810"[..]));
+    mups.send_to_bank("I", up.session_id, b"0810").await;
+    assert!(matches!(b.frame().await, BankFrame::Message { message, .. } if message == b"0810"[..]));
     assert_eq!(stats.keepalives("I", KeepAliveDirection::Received), 2);
     assert_eq!(stats.keepalives("I", KeepAliveDirection::Echoed), 0);
     pups.shutdown().await;
@@ -180,7 +180,7 @@ async fn pause_and_resume() {
     mups.sync().await;
     b.send_raw(b"\x00\x040801\x00\x040802").await;
     assert!(mups.data_within(Duration::from_millis(300)).await.is_none(), "a paused session was read");
-    mups.to_bank("P", up.session_id, b"0810").await;
+    mups.send_to_bank("P", up.session_id, b"0810").await;
     assert_eq!(b.read_raw(6).await, b"\x00\x040810");
     mups.send_control(FoMessage::SessionResume(SessionResume { session_id: up.session_id })).await;
     assert_eq!(mups.data().await.message, &b"0801"[..]);

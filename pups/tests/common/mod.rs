@@ -55,6 +55,12 @@ pub fn socket_path(name: &str) -> PathBuf {
 /// A configuration: `[pups]` keys (heartbeat defaults for tests filled in unless
 /// given) and `[[bank]]` tables.
 pub fn config(name: &str, pups: &str, banks: &str) -> Arc<ApplianceConfig> {
+    let text = config_text(name, pups, banks);
+    Arc::new(ApplianceConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+}
+
+/// The text of [`config`].
+pub fn config_text(name: &str, pups: &str, banks: &str) -> String {
     let mut pups = pups.to_owned();
     if !pups.contains("heartbeat_interval_ms") {
         pups.push_str("\nheartbeat_interval_ms = 100");
@@ -62,7 +68,7 @@ pub fn config(name: &str, pups: &str, banks: &str) -> Arc<ApplianceConfig> {
     if !pups.contains("heartbeat_misses") {
         pups.push_str("\nheartbeat_misses = 30");
     }
-    let text = format!(
+    format!(
         r#"
 [appliance]
 id = "test-appliance"
@@ -78,8 +84,7 @@ address = "127.0.0.1:7001"
 {banks}
 "#,
         socket_path(name).display()
-    );
-    Arc::new(ApplianceConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+    )
 }
 
 /// A `[[bank]]` table with the given id, listen address, allowed sources and extra keys.
@@ -267,7 +272,7 @@ impl FakeMups {
     }
 
     /// Sends DATA ToBank.
-    pub async fn to_bank(&mut self, bank: &str, session: u64, message: &[u8]) {
+    pub async fn send_to_bank(&mut self, bank: &str, session: u64, message: &[u8]) {
         let data = Data {
             bank_id: bank.into(),
             session_id: session,
