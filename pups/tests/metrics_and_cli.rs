@@ -99,7 +99,7 @@ address = "127.0.0.1:7001"
 id = "B1"
 listen = "127.0.0.1:6001"
 allow = []
-framing = {{ length = "u16be" }}
+framing = { length = "u16be" }
 layout = "iso87-binary"
 active_node = "Z"
 "#;
