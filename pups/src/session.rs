@@ -12,6 +12,13 @@
 //! them (see [`crate::hub`]). The idle timeout only runs while the reader reads:
 //! a session is never closed as idle because `pups` was not listening.
 //!
+//! While `mups` is away the reader still looks, every [`PEER_CHECK`], whether the
+//! bank has closed its end (FIN or reset, seen without reading). A bank that has
+//! is read to the end — what it sent is queued for the next `mups`, nothing is
+//! lost — so its session ends and frees its `max_sessions` slot for the bank's
+//! reconnection instead of holding it until `mups` is back. (A paused session is
+//! left alone: `mups` holds its traffic on purpose.)
+//!
 //! # Writing
 //!
 //! A message from `mups` is framed with the bank's profile: the TPDU is the swap
@@ -33,10 +40,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use proto::config::{BankConfig, KeepAlivePolicy};
 use proto::fo_link::{FoMessage, SessionDown, SessionDownReason, SessionUp};
 use proto::frame::{TPDU_LEN, swap_tpdu};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
@@ -53,6 +61,10 @@ pub(crate) const OUTBOUND_QUEUE: usize = 1024;
 
 /// How long the writer may take to write what it still has once the session ends.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a session that is not read because `mups` is away checks whether
+/// the bank has closed its end.
+pub(crate) const PEER_CHECK: Duration = Duration::from_secs(1);
 
 /// Spare room the reader makes in its buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -277,6 +289,8 @@ struct Reader {
     codec: BankCodec,
     buf: BytesMut,
     paused: bool,
+    /// The bank has closed its end: read what it sent even while `mups` is away.
+    peer_gone: bool,
     idle: Option<Duration>,
     /// When the session times out as idle, while reading; `None` restarts the clock.
     deadline: Option<Instant>,
@@ -303,6 +317,7 @@ impl Reader {
             codec,
             buf: BytesMut::with_capacity(READ_CHUNK),
             paused: false,
+            peer_gone: false,
             idle,
             deadline: None,
         }
@@ -339,6 +354,8 @@ impl Reader {
 
     async fn run_inner(&mut self) -> Step {
         let mut attached = self.hub.attached_rx();
+        let mut peer_check = tokio::time::interval(PEER_CHECK);
+        peer_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Frames already read are handled whatever the link does.
             loop {
@@ -354,7 +371,8 @@ impl Reader {
                     Err(e) => return Err((SessionDownReason::IoError, e.to_string())),
                 }
             }
-            let reading = *attached.borrow_and_update() && !self.paused;
+            let link_up = *attached.borrow_and_update();
+            let reading = (link_up || self.peer_gone) && !self.paused;
             if !reading {
                 self.deadline = None;
             } else if self.deadline.is_none() {
@@ -382,6 +400,17 @@ impl Reader {
                     Ok(_) => self.deadline = self.idle.map(|idle| Instant::now() + idle),
                     Err(e) => return Err(io_end(&e)),
                 },
+                _ = peer_check.tick(), if !link_up && !self.peer_gone && !self.paused => {
+                    // Not a read: the readiness the kernel last reported, without waiting.
+                    match self.rd.ready(Interest::READABLE).now_or_never() {
+                        Some(Ok(ready)) if ready.is_read_closed() => {
+                            info!("bank closed its end while mups is away: reading what it sent, then closing");
+                            self.peer_gone = true;
+                        }
+                        Some(Err(e)) => return Err(io_end(&e)),
+                        _ => {}
+                    }
+                }
                 () = tokio::time::sleep_until(idle_at), if reading && self.deadline.is_some() => {
                     let secs = self.idle.map_or(0, |d| d.as_secs());
                     info!(idle_s = secs, "nothing received from the bank: idle timeout");

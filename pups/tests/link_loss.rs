@@ -134,8 +134,10 @@ async fn silent_mups_is_detached_and_pauses_do_not_outlive_the_link() {
     pups.shutdown().await;
 }
 
-/// A bank that sends and hangs up while mups is away: its messages and then its
-/// SESSION_DOWN reach the next mups, after the session's SESSION_UP.
+/// A bank that sends and hangs up while mups is away: pups sees the hang-up
+/// without mups, reads what the bank sent, and the session's TCP end is counted;
+/// its messages and then its SESSION_DOWN reach the next mups, after the
+/// session's SESSION_UP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_that_ends_while_detached_still_delivers() {
     let cfg = config("ends-detached", "", &bank("G", "127.0.0.1:0", LOOPBACK, ""));
@@ -150,6 +152,11 @@ async fn a_session_that_ends_while_detached_still_delivers() {
         b.send_raw(&frame(i, 20)).await;
     }
     drop(b);
+    eventually("hang-up seen while detached", || {
+        stats.sessions_closed("G", SessionDownReason::PeerClosed) == 1
+    })
+    .await;
+    assert_eq!(stats.sessions("G"), 0);
     let mut mups = FakeMups::attach(pups.local_link_path()).await;
     assert_eq!(mups.inventory.len(), 1);
     let id = mups.inventory[0].session_id;
@@ -198,5 +205,32 @@ async fn crash_mid_stream_never_repeats_or_reorders() {
     }
     let _stream = within("the bank's writes", writer).await.unwrap();
     assert!(mups.data_within(Duration::from_millis(200)).await.is_none(), "a message came twice");
+    pups.shutdown().await;
+}
+
+/// A bank that hangs up while mups is away frees its `max_sessions` slot, so its
+/// reconnection is accepted; the dead session, with nothing queued, is not in the
+/// next inventory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_while_detached_is_not_refused() {
+    let cfg = config("reconnect", "", &bank("RC", "127.0.0.1:0", LOOPBACK, "max_sessions = 1"));
+    let pups = start(cfg.clone()).await;
+    let stats = pups.stats();
+    let mut mups = FakeMups::attach(pups.local_link_path()).await;
+    let addr = pups.bank_addr("RC").unwrap();
+    let first = Bank::connect(addr, cfg.banks[0].framing.clone()).await;
+    let old = mups.session_up().await;
+    mups.crash();
+    attached(&stats, false).await;
+    drop(first);
+    eventually("hang-up seen while detached", || stats.sessions("RC") == 0).await;
+    let mut second = Bank::connect(addr, cfg.banks[0].framing.clone()).await;
+    eventually("reconnection accepted", || stats.sessions_opened("RC") == 2).await;
+    second.send_raw(&frame(1, 20)).await;
+    let mut mups = FakeMups::attach(pups.local_link_path()).await;
+    assert_eq!(mups.inventory.len(), 1);
+    assert_ne!(mups.inventory[0].session_id, old.session_id);
+    assert_eq!(index(&mups.data().await.message), 1);
+    assert_eq!(stats.rejected(pups::metrics::Rejected::MaxSessions), 0);
     pups.shutdown().await;
 }
