@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use common::*;
-use proto::fo_link::{DataFlags, Direction, LinkChannel, SessionDownReason};
+use proto::fo_link::{BankState, DataFlags, Direction, FoMessage, LinkChannel, SessionDownReason};
 use pups::metrics::{LinkDrop, MessageDirection, Rejected};
 
 const LOOPBACK: &str = r#""127.0.0.0/8""#;
@@ -182,5 +182,31 @@ async fn second_mups_and_unknown_sessions_do_not_disturb_the_link() {
     mups.send_to_bank("B", up.session_id, b"0810").await;
     assert_eq!(b.read_raw(6).await, b"\x00\x040810");
     assert_eq!(stats.link_attaches(), 1);
+    pups.shutdown().await;
+}
+
+/// Messages that decode but break the local link's rules: a SESSION_UP from mups
+/// (the wrong way) is counted and dropped; an FO-link-only message (BANK_STATE) is handled as
+/// an unknown type and detaches mups; bank sessions stay open throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_on_the_local_link() {
+    let cfg = config("protocol", "", &bank("PE", "127.0.0.1:0", LOOPBACK, ""));
+    let pups = start(cfg.clone()).await;
+    let stats = pups.stats();
+    let mut mups = FakeMups::attach(pups.local_link_path()).await;
+    let mut b = Bank::connect(pups.bank_addr("PE").unwrap(), cfg.banks[0].framing.clone()).await;
+    let up = mups.session_up().await;
+    // A SESSION_UP from mups goes the wrong way.
+    mups.send_control(FoMessage::SessionUp(up.clone())).await;
+    mups.sync().await;
+    assert_eq!(stats.link_dropped(LinkDrop::Protocol), 1);
+    b.send_raw(b"\x00\x040800").await;
+    assert_eq!(mups.data().await.message, &b"0800"[..]);
+    mups.send_control(FoMessage::BankState(BankState { bank_id: "PE".into(), sessions: vec![] })).await;
+    mups.closed_by_pups().await;
+    attached(&stats, false).await;
+    let mups = FakeMups::attach(pups.local_link_path()).await;
+    assert_eq!(mups.inventory.len(), 1);
+    assert_eq!(mups.inventory[0].session_id, up.session_id);
     pups.shutdown().await;
 }

@@ -187,3 +187,42 @@ async fn pause_and_resume() {
     assert_eq!(mups.data().await.message, &b"0802"[..]);
     pups.shutdown().await;
 }
+
+/// A bank that stops reading while mups keeps sending: once its write queue is
+/// full the session is closed (IoError) and the extra DATA counted; another
+/// session of the same bank is not disturbed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_that_does_not_read_is_closed_alone() {
+    let cfg = config(
+        "not-reading",
+        "",
+        &bank("NR", "127.0.0.1:0", LOOPBACK, r#"framing = { length = "u16be", max_frame = 2048 }"#),
+    );
+    let pups = start(cfg.clone()).await;
+    let stats = pups.stats();
+    let mut mups = FakeMups::attach(pups.local_link_path()).await;
+    let addr = pups.bank_addr("NR").unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let _deaf = socket.connect(addr).await.unwrap();
+    let deaf = mups.session_up().await;
+    let mut good = Bank::connect(addr, cfg.banks[0].framing.clone()).await;
+    let good_up = mups.session_up().await;
+    let big = vec![b'x'; 2000];
+    let mut down = None;
+    for _ in 0..20_000 {
+        mups.send_to_bank("NR", deaf.session_id, &big).await;
+        if stats.link_dropped(pups::metrics::LinkDrop::BankNotReading) > 0 {
+            down = Some(mups.session_down().await);
+            break;
+        }
+    }
+    let down = down.expect("the deaf bank's session was closed");
+    assert_eq!((down.session_id, down.reason), (deaf.session_id, SessionDownReason::IoError));
+    assert!(down.detail.contains("not reading"), "{}", down.detail);
+    good.send_raw(b"\x00\x040800").await;
+    assert_eq!(mups.data().await.session_id, good_up.session_id);
+    mups.send_to_bank("NR", good_up.session_id, b"0810").await;
+    assert_eq!(good.read_raw(6).await, b"\x00\x040810");
+    pups.shutdown().await;
+}
