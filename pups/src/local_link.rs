@@ -4,7 +4,7 @@
 //! `mups` connects twice. On each connection both sides send `HELLO` at once
 //! (`pups` with role `Edge`), then `mups` says which channel it is (`CHANNEL`).
 //! Once both the data and the control channel are in, `mups` is *attached*: the
-//! inventory is queued on the control channel (see [`crate::hub`]), the sessions
+//! inventory is queued on the control channel (see the `hub` module), the sessions
 //! start reading, and `DATA` flows on the data channel. One `mups` at a time: a
 //! connection for a channel while attached is refused. A channel waiting for its
 //! twin is replaced by a newer connection for the same channel (the older one
