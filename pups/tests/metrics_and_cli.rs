@@ -110,6 +110,7 @@ active_node = "Z"
         .arg(&bad_path)
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&bad_path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(stderr.contains("bank[0].allow"), "{stderr}");
@@ -122,6 +123,7 @@ active_node = "Z"
         .arg(&good_path)
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&good_path);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let out = Command::new(env!("CARGO_BIN_EXE_pups"))
@@ -129,6 +131,4 @@ active_node = "Z"
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(66));
-    let _ = std::fs::remove_file(bad_path);
-    let _ = std::fs::remove_file(good_path);
 }
