@@ -291,6 +291,25 @@ impl FrameConfig {
         Ok(Check::Frame(FrameInfo { total, tpdu, header, message: pos..end }))
     }
 
+    /// The bytes the frame at the start of `buf` takes on the wire (length header
+    /// included), as its length header declares, or `None` if the header is not all
+    /// in `buf` or is not a length (the stream has then lost its framing).
+    ///
+    /// Unlike [`check`](Self::check) it ignores the maximum and the minimum, so a
+    /// reader that refuses a frame (too large, too short, bad trailer) can still skip
+    /// exactly that frame's bytes and go on with the next one.
+    pub fn extent(&self, buf: &[u8]) -> Option<u64> {
+        let hlen = self.length.size();
+        let declared = self.length.read(buf.get(..hlen)?)?;
+        match (self.length.includes_self, declared) {
+            (false, d) => Some(hlen as u64 + d),
+            // A bare zero is a keep-alive even when lengths count themselves.
+            (true, 0) => Some(hlen as u64),
+            (true, d) if d < hlen as u64 => None,
+            (true, d) => Some(d),
+        }
+    }
+
     /// Appends one frame to `out`. `tpdu` and `header` must match the profile; pass
     /// the request's TPDU through [`swap_tpdu`] when answering it.
     pub fn encode(
@@ -374,8 +393,9 @@ impl FrameInfo {
     }
 }
 
-/// A frame that cannot be read or written. After a read error the stream has lost
-/// its framing: the session cannot continue.
+/// A frame that cannot be read or written. After a read error the session can only
+/// go on if [`FrameConfig::extent`] still knows where the refused frame ends (too
+/// large, too short, bad trailer); a [`FrameError::BadLength`] loses the framing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FrameError {
@@ -450,6 +470,40 @@ mod tests {
         assert_eq!(cfg("ascii4").check(b"00x1"), Err(FrameError::BadLength { header: b"00x1".to_vec() }));
         assert!(cfg("bcd2").check(&[0x0A, 0x00]).is_err());
         assert!(cfg("u16be-incl").check(&[0x00, 0x01]).is_err());
+    }
+
+    #[test]
+    fn extent_is_the_declared_frame_even_when_check_refuses_it() {
+        let mut c = cfg("u16be");
+        c.max_frame = 100;
+        c.trailer = Some(ETX);
+        // Oversize: refused by check, but its extent is known from the header.
+        assert!(matches!(c.check(&[0x01, 0x00]), Err(FrameError::TooLarge { .. })));
+        assert_eq!(c.extent(&[0x01, 0x00]), Some(2 + 256));
+        // Too short for the trailer, and a bad trailer: extent known.
+        assert!(matches!(c.check(&[0x00, 0x01, 0x30]), Err(FrameError::TooShort { .. })));
+        assert_eq!(c.extent(&[0x00, 0x01]), Some(3));
+        assert!(matches!(c.check(&[0x00, 0x02, 0x30, 0x31]), Err(FrameError::BadTrailer { .. })));
+        assert_eq!(c.extent(&[0x00, 0x02, 0x30, 0x31]), Some(4));
+        // Header not all in: unknown.
+        assert_eq!(c.extent(&[0x01]), None);
+        // Unreadable lengths: framing lost.
+        assert_eq!(cfg("ascii4").extent(b"00x1"), None);
+        assert_eq!(cfg("bcd2").extent(&[0x0A, 0x00]), None);
+        assert_eq!(cfg("u16be-incl").extent(&[0x00, 0x01]), None);
+        // Readable ones, every encoding, -incl counting the header itself.
+        assert_eq!(cfg("ascii4").extent(b"0012"), Some(16));
+        assert_eq!(cfg("ascii4-incl").extent(b"0012"), Some(12));
+        assert_eq!(cfg("ascii4-incl").extent(b"0000"), Some(4));
+        assert_eq!(cfg("hex4").extent(b"00fF"), Some(4 + 255));
+        assert_eq!(cfg("bcd2").extent(&[0x01, 0x23]), Some(2 + 123));
+        assert_eq!(cfg("u16be-pad2").extent(&[0x00, 0x10, 0xAA, 0xBB]), Some(4 + 16));
+        assert_eq!(cfg("u32be").extent(&[0xFF; 4]), Some(4 + u64::from(u32::MAX)));
+        // Agrees with check on every frame check accepts.
+        let mut wire = Vec::new();
+        c.encode(None, b"", b"0800", &mut wire).unwrap();
+        let Check::Frame(f) = c.check(&wire).unwrap() else { panic!() };
+        assert_eq!(c.extent(&wire), Some(f.total as u64));
     }
 
     #[test]

@@ -1,10 +1,170 @@
 //! `pups`, the edge proxy: owns the bank TCP sessions, frames their ISO 8583
-//! streams, and (later) checkpoints and restores the sockets for appliance
-//! switchover. Protocol logic lives in `proto`; this crate does the I/O.
+//! streams, and passes the messages to `mups` over the local link (and, later,
+//! checkpoints and restores the sockets for appliance switchover). Protocol logic
+//! lives in `proto`; this crate does the I/O.
+//!
+//! The rule it serves: a bank never sees a disconnect and never loses a message.
+//! While `mups` is away, sessions stay open and are simply not read (the bank sees
+//! TCP back-pressure); what was read is kept, in order, for the next `mups`.
 //!
 //! # Layout
 //!
 //! - [`codec`]: [`codec::BankCodec`], the tokio codec wrapping `proto::frame` for a
-//!   bank session's byte stream.
+//!   bank session's byte stream, with the bank's bad-frame policy.
+//! - `listener`: one TCP listener per distinct bank `listen` address; picks the
+//!   bank by source address, enforces `max_sessions`.
+//! - `session`: one bank session: reader (framing, keep-alives, idle timeout,
+//!   pause) and writer (reply framing, TPDU swap).
+//! - `hub`: what sessions and the local link share: live sessions, messages
+//!   queued towards `mups`, attachment state, session events.
+//! - [`local_link`]: the Unix socket server `mups` attaches to (handshake, data
+//!   and control channels, inventory, heartbeats, session commands).
+//! - [`metrics`]: counters, `/metrics` and `/healthz`, and [`Stats`] to read them.
+//! - [`error`]: [`PupsError`], why `pups` could not start.
+//!
+//! [`Pups::start`] binds everything and runs it on the current tokio runtime;
+//! [`run`] is the same until a shutdown future completes.
 
 pub mod codec;
+pub mod error;
+mod hub;
+mod listener;
+pub mod local_link;
+pub mod metrics;
+mod session;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::config::ApplianceConfig;
+use proto::fo_link::SessionDownReason;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use error::PupsError;
+pub use metrics::Stats;
+
+/// How long sessions get to close (and their last messages to reach `mups`) at
+/// shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A running `pups`.
+#[derive(Debug)]
+pub struct Pups {
+    hub: Arc<hub::Hub>,
+    bank_addrs: Vec<(String, SocketAddr)>,
+    metrics_addr: Option<SocketAddr>,
+    local_link: PathBuf,
+    /// Stops the bank listeners.
+    accept: CancellationToken,
+    /// Stops the local link.
+    link: CancellationToken,
+    /// Stops the metrics server.
+    http: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Pups {
+    /// Validates the configuration, binds the bank listeners, the local link
+    /// socket and the metrics listener, and starts serving them on the current
+    /// tokio runtime.
+    pub async fn start(cfg: Arc<ApplianceConfig>) -> Result<Self, PupsError> {
+        cfg.validate()?;
+        let hub = Arc::new(hub::Hub::new(cfg.clone()));
+        let listeners = listener::bind_all(&hub)?;
+        let mut bank_addrs = Vec::new();
+        for l in &listeners {
+            bank_addrs.extend(l.banks.iter().map(|&i| (hub.bank(i).id.clone(), l.bound)));
+        }
+        let local_link = cfg.appliance.local_link.clone();
+        let unix = local_link::bind(&local_link)?;
+        let http = match cfg.pups.metrics_listen {
+            Some(addr) => {
+                Some(metrics::bind(addr).await.map_err(|source| PupsError::MetricsListen { addr, source })?)
+            }
+            None => None,
+        };
+        let metrics_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+        let (accept, link, http_cancel) =
+            (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+        let mut tasks = JoinSet::new();
+        for l in listeners {
+            tasks.spawn(listener::accept_loop(hub.clone(), l, accept.clone()));
+        }
+        info!(path = %local_link.display(), "local link listening");
+        tasks.spawn(local_link::serve(hub.clone(), unix, link.clone()));
+        if let Some(listener) = http {
+            info!(addr = ?metrics_addr, "serving /metrics and /healthz");
+            tasks.spawn(metrics::serve(listener, hub.metrics.clone(), http_cancel.clone()));
+        }
+        info!(appliance = %cfg.appliance.id, banks = cfg.banks.len(), "pups started");
+        Ok(Self { hub, bank_addrs, metrics_addr, local_link, accept, link, http: http_cancel, tasks })
+    }
+
+    /// Where a bank's connections are accepted (the bound address: a configured
+    /// port 0 is resolved).
+    pub fn bank_addr(&self, bank_id: &str) -> Option<SocketAddr> {
+        self.bank_addrs.iter().find(|(id, _)| id == bank_id).map(|&(_, addr)| addr)
+    }
+
+    /// Where `/metrics` and `/healthz` are served, if anywhere.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The local link socket.
+    pub fn local_link_path(&self) -> &Path {
+        &self.local_link
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        Stats(self.hub.metrics.clone())
+    }
+
+    /// Stops: no more connections are accepted, every bank session is closed
+    /// (`SESSION_DOWN` reason `Shutdown` to `mups` if attached), then the local link
+    /// and the metrics server are closed and the socket file removed.
+    ///
+    /// `pups` keeps bank sessions open across restarts of `mups`, but not across its
+    /// own: until sessions are handed over to a twin appliance, stopping `pups`
+    /// disconnects every bank.
+    pub async fn shutdown(mut self) {
+        self.accept.cancel();
+        let sessions = self.hub.close_all(SessionDownReason::Shutdown, "pups is shutting down");
+        warn!(
+            sessions,
+            "pups shutting down: closing every bank session (no hand-over to a twin appliance yet)"
+        );
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while !self.hub.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            // A connection accepted just before the listeners stopped.
+            self.hub.close_all(SessionDownReason::Shutdown, "pups is shutting down");
+        }
+        let lost = self.hub.abandon_all();
+        if lost > 0 {
+            warn!(messages = lost, "shutdown: messages read from banks were not delivered to mups");
+        }
+        self.link.cancel();
+        self.http.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = std::fs::remove_file(&self.local_link) {
+            warn!(path = %self.local_link.display(), error = %e, "cannot remove the local link socket");
+        }
+        info!("pups stopped");
+    }
+}
+
+/// Runs `pups` until `shutdown` completes, then shuts it down
+/// ([`Pups::shutdown`]). Fails only if it cannot start.
+pub async fn run(cfg: Arc<ApplianceConfig>, shutdown: impl Future<Output = ()>) -> Result<(), PupsError> {
+    let pups = Pups::start(cfg).await?;
+    shutdown.await;
+    pups.shutdown().await;
+    Ok(())
+}

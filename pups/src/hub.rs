@@ -1,0 +1,280 @@
+//! What the bank sessions and the local link share: the live sessions, the
+//! messages waiting to be written to `mups`, and whether `mups` is attached.
+//!
+//! # Messages towards `mups`
+//!
+//! Each session keeps the messages it read from its bank in its own queue, in
+//! order, until the local link's data writer has written them to the data
+//! channel. A session with queued messages is in the hub's *ready* list, once;
+//! the writer takes sessions from it round-robin, writes a batch of each, and
+//! removes from the queue exactly the messages whose bytes all went out. A message
+//! is never removed before it is written, nor written twice: when the link drops
+//! mid-write, what was not fully written is written again, whole, to the next
+//! `mups`, after what came before it.
+//!
+//! # Session events
+//!
+//! `SESSION_UP`, the inventory and `SESSION_DOWN` are queued on the control
+//! channel under the hub's lock, so an inventory is a consistent snapshot with no
+//! event inside it. A session whose connection has ended stays in the hub until its
+//! queue is empty; its `SESSION_DOWN` follows its last `DATA`. While `mups` is
+//! away, a session that ends with nothing queued just leaves: the next inventory
+//! does not list it.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use proto::config::{ApplianceConfig, BankConfig};
+use proto::fo_link::{FoMessage, InventoryEnd, SessionDownReason};
+use tokio::sync::{Notify, mpsc, watch};
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::session::{Session, SessionCmd, lock};
+
+/// The shared state.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    cfg: Arc<ApplianceConfig>,
+    banks: Vec<Arc<BankConfig>>,
+    pub(crate) metrics: Arc<Metrics>,
+    /// TCP sessions open per bank (index as in the configuration).
+    open: Vec<AtomicUsize>,
+    next_id: AtomicU64,
+    state: Mutex<HubState>,
+    attached: watch::Sender<bool>,
+    /// Wakes the data writer when a session joins the ready list.
+    ready: Notify,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    sessions: BTreeMap<u64, Arc<Session>>,
+    /// The control channel's queue, while `mups` is attached.
+    control: Option<mpsc::UnboundedSender<FoMessage>>,
+    /// Sessions with messages waiting for the data channel.
+    ready: VecDeque<u64>,
+}
+
+impl Hub {
+    pub(crate) fn new(cfg: Arc<ApplianceConfig>) -> Self {
+        let banks: Vec<_> = cfg.banks.iter().cloned().map(Arc::new).collect();
+        let metrics = Arc::new(Metrics::new(banks.iter().map(|b| b.id.as_str())));
+        Self {
+            open: banks.iter().map(|_| AtomicUsize::new(0)).collect(),
+            banks,
+            cfg,
+            metrics,
+            next_id: AtomicU64::new(1),
+            state: Mutex::default(),
+            attached: watch::Sender::new(false),
+            ready: Notify::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ApplianceConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn bank(&self, index: usize) -> &Arc<BankConfig> {
+        &self.banks[index]
+    }
+
+    /// A new session id: unique for the process lifetime, never 0.
+    pub(crate) fn next_session_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Takes one of the bank's `max_sessions` slots, if one is free.
+    pub(crate) fn try_reserve(&self, bank: usize) -> bool {
+        let max = self.banks[bank].max_sessions;
+        self.open[bank]
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a slot back: the session's TCP connection is closed.
+    pub(crate) fn release(&self, bank: usize) {
+        self.open[bank].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Follows whether `mups` is attached (sessions read only while it is).
+    pub(crate) fn attached_rx(&self) -> watch::Receiver<bool> {
+        self.attached.subscribe()
+    }
+
+    /// Registers a new session and announces it to `mups` if attached.
+    pub(crate) fn session_up(&self, session: &Arc<Session>) {
+        let mut state = lock(&self.state);
+        state.sessions.insert(session.id, session.clone());
+        if let Some(control) = &state.control {
+            let _ = control.send(session.up_message());
+        }
+    }
+
+    /// A session by id, while it is in the hub.
+    pub(crate) fn session(&self, id: u64) -> Option<Arc<Session>> {
+        lock(&self.state).sessions.get(&id).cloned()
+    }
+
+    /// Every session in the hub.
+    pub(crate) fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.state).sessions.values().cloned().collect()
+    }
+
+    /// Queues a message read from the bank towards `mups`. The caller holds a
+    /// permit of the session's `space`.
+    pub(crate) fn push(&self, session: &Arc<Session>, message: Bytes) {
+        let mut queue = lock(&session.queue);
+        queue.items.push_back(message);
+        if !queue.scheduled {
+            queue.scheduled = true;
+            lock(&self.state).ready.push_back(session.id);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The session's TCP connection has ended. Its end is reported now if nothing
+    /// of it waits for `mups`, otherwise once the data writer has written it all.
+    pub(crate) fn session_ended(&self, session: &Arc<Session>, reason: SessionDownReason, detail: String) {
+        let finalize = {
+            let mut queue = lock(&session.queue);
+            queue.ended = Some((reason, detail));
+            let now = queue.items.is_empty() && !queue.finalized;
+            queue.finalized |= now;
+            now
+        };
+        if finalize {
+            self.finalize(session);
+        }
+    }
+
+    /// Removes an ended session whose queue is empty, with its `SESSION_DOWN`.
+    fn finalize(&self, session: &Session) {
+        let (reason, detail) =
+            lock(&session.queue).ended.clone().unwrap_or((SessionDownReason::Shutdown, String::new()));
+        let mut state = lock(&self.state);
+        state.sessions.remove(&session.id);
+        if let Some(control) = &state.control {
+            let _ = control.send(session.down_message(reason, &detail));
+        }
+    }
+
+    /// The next session with messages for the data channel, or `None`.
+    pub(crate) fn next_ready(&self) -> Option<Arc<Session>> {
+        let mut state = lock(&self.state);
+        while let Some(id) = state.ready.pop_front() {
+            if let Some(session) = state.sessions.get(&id) {
+                return Some(session.clone());
+            }
+        }
+        None
+    }
+
+    /// Waits until a session may have joined the ready list.
+    pub(crate) async fn ready_notified(&self) {
+        self.ready.notified().await;
+    }
+
+    /// The first `n` messages of the session's queue were written to `mups`. If
+    /// more wait, the session goes back in the ready list: at its end, or at its
+    /// head when the rest of its batch could not be written (`interrupted`). If it
+    /// has ended and nothing waits, its end is reported.
+    pub(crate) fn written(&self, session: &Arc<Session>, n: usize, interrupted: bool) {
+        let finalize = {
+            let mut queue = lock(&session.queue);
+            let n = n.min(queue.items.len());
+            queue.items.drain(..n);
+            session.space.add_permits(n);
+            if queue.items.is_empty() {
+                queue.scheduled = false;
+                let now = queue.ended.is_some() && !queue.finalized;
+                queue.finalized |= now;
+                now
+            } else {
+                let mut state = lock(&self.state);
+                if interrupted {
+                    state.ready.push_front(session.id);
+                } else {
+                    state.ready.push_back(session.id);
+                }
+                false
+            }
+        };
+        if finalize {
+            self.finalize(session);
+        }
+    }
+
+    /// `mups` is attached: queues the inventory (`SESSION_UP` per session, then
+    /// `INVENTORY_END`) on `control`, which then carries every session event, and
+    /// lets the sessions read. Returns the number of sessions in the inventory.
+    pub(crate) fn attach(&self, control: mpsc::UnboundedSender<FoMessage>) -> u32 {
+        let n = {
+            let mut state = lock(&self.state);
+            for session in state.sessions.values() {
+                let _ = control.send(session.up_message());
+            }
+            let n = u32::try_from(state.sessions.len()).unwrap_or(u32::MAX);
+            let _ = control.send(FoMessage::InventoryEnd(InventoryEnd { sessions: n }));
+            state.control = Some(control);
+            n
+        };
+        self.attached.send_replace(true);
+        self.ready.notify_one();
+        self.metrics.link_attached(true);
+        n
+    }
+
+    /// `mups` is gone: sessions stop reading (what they read stays queued), events
+    /// are no longer sent, and pauses are lifted (a new `mups` could not know them).
+    pub(crate) fn detach(&self) {
+        let sessions = {
+            let mut state = lock(&self.state);
+            state.control = None;
+            state.sessions.values().cloned().collect::<Vec<_>>()
+        };
+        self.attached.send_replace(false);
+        self.metrics.link_attached(false);
+        for session in sessions {
+            session.command(SessionCmd::Resume);
+        }
+    }
+
+    /// Asks every session to close (shutdown). Returns how many there were.
+    pub(crate) fn close_all(&self, reason: SessionDownReason, detail: &str) -> usize {
+        let sessions = self.sessions();
+        for session in &sessions {
+            session.command(SessionCmd::Close { reason, detail: detail.to_owned() });
+        }
+        sessions.len()
+    }
+
+    /// Drops every session left and its queued messages (end of shutdown). Returns
+    /// the number of messages that never reached `mups`.
+    pub(crate) fn abandon_all(&self) -> usize {
+        let sessions = std::mem::take(&mut lock(&self.state).sessions);
+        let mut lost = 0;
+        for session in sessions.values() {
+            let mut queue = lock(&session.queue);
+            if !queue.items.is_empty() {
+                warn!(session = session.id, bank = %session.bank_id(), messages = queue.items.len(),
+                    "shutdown: messages read from the bank never reached mups");
+            }
+            lost += queue.items.len();
+            queue.items.clear();
+            queue.finalized = true;
+        }
+        if !sessions.is_empty() {
+            info!(sessions = sessions.len(), "shutdown: sessions abandoned");
+        }
+        lost
+    }
+
+    /// Whether no session is left.
+    pub(crate) fn is_empty(&self) -> bool {
+        lock(&self.state).sessions.is_empty()
+    }
+}

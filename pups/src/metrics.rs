@@ -1,0 +1,376 @@
+//! Counters and gauges of `pups`, their Prometheus exposition, and the small HTTP
+//! server (`/metrics`, `/healthz`) on `[pups].metrics_listen`.
+//!
+//! Every series is kept with `prometheus-client`; [`Stats`] reads them back for
+//! tests and tools without going through HTTP.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use proto::fo_link::SessionDownReason;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// `{bank}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BankLabels {
+    bank: String,
+}
+
+/// `{bank, reason}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabels {
+    bank: String,
+    reason: &'static str,
+}
+
+/// `{reason}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// `{bank, action}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    bank: String,
+    action: &'static str,
+}
+
+/// `{bank, direction}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    bank: String,
+    direction: &'static str,
+}
+
+/// Why a connection was refused before it became a session (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// No bank on the listener allows the source address.
+    UnknownSource,
+    /// The bank already has `max_sessions` sessions.
+    MaxSessions,
+}
+
+impl Rejected {
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::UnknownSource => "unknown_source",
+            Self::MaxSessions => "max_sessions",
+        }
+    }
+}
+
+/// What happened to a frame that broke the bank's framing (`action` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadFrameAction {
+    /// Skipped; the session goes on (`bad_frame = "drop"`).
+    Dropped,
+    /// The session was closed.
+    Closed,
+}
+
+impl BadFrameAction {
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Dropped => "dropped",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// Keep-alive frames (`direction` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveDirection {
+    /// Received from the bank.
+    Received,
+    /// Echoed to the bank (`keepalive = "echo"`).
+    Echoed,
+    /// Received and not echoed: the storm guard's limit was reached.
+    Suppressed,
+}
+
+impl KeepAliveDirection {
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Echoed => "echoed",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// Bank messages (`direction` label, as on the local link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageDirection {
+    /// Read from the bank, for `mups`.
+    ToNode,
+    /// From `mups`, written to the bank.
+    ToBank,
+}
+
+impl MessageDirection {
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::ToNode => "to_node",
+            Self::ToBank => "to_bank",
+        }
+    }
+}
+
+/// A local link message `pups` received and dropped (`reason` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkDrop {
+    /// `DATA` for a session `pups` does not have (any more).
+    UnknownSession,
+    /// A message on the wrong channel or going the wrong way.
+    Protocol,
+    /// `DATA` whose message the bank's framing cannot carry.
+    Unencodable,
+    /// `DATA` for a bank that let its session's write queue fill up (the session is closed).
+    BankNotReading,
+}
+
+impl LinkDrop {
+    /// The label value.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::UnknownSession => "unknown_session",
+            Self::Protocol => "protocol",
+            Self::Unencodable => "unencodable",
+            Self::BankNotReading => "bank_not_reading",
+        }
+    }
+}
+
+/// The label value of a session's end (`pups_sessions_closed_total{reason}`).
+pub const fn reason_label(reason: SessionDownReason) -> &'static str {
+    match reason {
+        SessionDownReason::PeerClosed => "peer_closed",
+        SessionDownReason::PeerReset => "peer_reset",
+        SessionDownReason::IdleTimeout => "idle_timeout",
+        SessionDownReason::FramingError => "framing_error",
+        SessionDownReason::ClosedByController => "closed_by_controller",
+        SessionDownReason::IoError => "io_error",
+        SessionDownReason::Shutdown => "shutdown",
+        SessionDownReason::Other(_) => "other",
+    }
+}
+
+/// Every series `pups` keeps.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    sessions: Family<BankLabels, Gauge>,
+    opened: Family<BankLabels, Counter>,
+    closed: Family<CloseLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    bad_frames: Family<ActionLabels, Counter>,
+    keepalives: Family<DirectionLabels, Counter>,
+    messages: Family<DirectionLabels, Counter>,
+    link_attached: Gauge,
+    link_attaches: Counter,
+    link_dropped: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    /// The series, with the per-bank ones created at zero for every bank.
+    pub(crate) fn new<'a>(banks: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            sessions: Family::default(),
+            opened: Family::default(),
+            closed: Family::default(),
+            rejected: Family::default(),
+            bad_frames: Family::default(),
+            keepalives: Family::default(),
+            messages: Family::default(),
+            link_attached: Gauge::default(),
+            link_attaches: Counter::default(),
+            link_dropped: Family::default(),
+        };
+        let r = &mut m.registry;
+        r.register("pups_sessions", "Open bank sessions", m.sessions.clone());
+        r.register("pups_sessions_opened", "Bank sessions opened", m.opened.clone());
+        r.register("pups_sessions_closed", "Bank sessions closed, by reason", m.closed.clone());
+        r.register(
+            "pups_rejected_connections",
+            "Bank connections refused before becoming a session",
+            m.rejected.clone(),
+        );
+        r.register("pups_bad_frames", "Frames that broke the bank's framing", m.bad_frames.clone());
+        r.register("pups_keepalives", "Keep-alive frames", m.keepalives.clone());
+        r.register("pups_messages", "Bank messages, by direction", m.messages.clone());
+        r.register("pups_local_link_attached", "1 while mups is attached", m.link_attached.clone());
+        r.register("pups_local_link_attaches", "Times mups attached", m.link_attaches.clone());
+        r.register(
+            "pups_local_link_dropped",
+            "Local link messages received and dropped",
+            m.link_dropped.clone(),
+        );
+        for bank in banks {
+            let bank = bank.to_owned();
+            m.sessions.get_or_create_owned(&BankLabels { bank: bank.clone() });
+            m.opened.get_or_create_owned(&BankLabels { bank: bank.clone() });
+            for d in [MessageDirection::ToNode, MessageDirection::ToBank] {
+                m.messages.get_or_create_owned(&DirectionLabels { bank: bank.clone(), direction: d.label() });
+            }
+        }
+        for r in [Rejected::UnknownSource, Rejected::MaxSessions] {
+            m.rejected.get_or_create_owned(&ReasonLabels { reason: r.label() });
+        }
+        m
+    }
+
+    pub(crate) fn session_opened(&self, bank: &str) {
+        let labels = BankLabels { bank: bank.to_owned() };
+        self.sessions.get_or_create(&labels).inc();
+        self.opened.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn session_closed(&self, bank: &str, reason: SessionDownReason) {
+        self.sessions.get_or_create(&BankLabels { bank: bank.to_owned() }).dec();
+        self.closed.get_or_create(&CloseLabels { bank: bank.to_owned(), reason: reason_label(reason) }).inc();
+    }
+
+    pub(crate) fn rejected(&self, why: Rejected) {
+        self.rejected.get_or_create(&ReasonLabels { reason: why.label() }).inc();
+    }
+
+    pub(crate) fn bad_frame(&self, bank: &str, action: BadFrameAction) {
+        self.bad_frames.get_or_create(&ActionLabels { bank: bank.to_owned(), action: action.label() }).inc();
+    }
+
+    pub(crate) fn keepalive(&self, bank: &str, direction: KeepAliveDirection) {
+        self.keepalives
+            .get_or_create(&DirectionLabels { bank: bank.to_owned(), direction: direction.label() })
+            .inc();
+    }
+
+    pub(crate) fn messages(&self, bank: &str, direction: MessageDirection, n: u64) {
+        self.messages
+            .get_or_create(&DirectionLabels { bank: bank.to_owned(), direction: direction.label() })
+            .inc_by(n);
+    }
+
+    pub(crate) fn link_attached(&self, attached: bool) {
+        self.link_attached.set(i64::from(attached));
+        if attached {
+            self.link_attaches.inc();
+        }
+    }
+
+    pub(crate) fn link_dropped(&self, why: LinkDrop) {
+        self.link_dropped.get_or_create(&ReasonLabels { reason: why.label() }).inc();
+    }
+
+    /// The Prometheus (OpenMetrics) text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// A read-only view of `pups`'s counters, for tests and tools. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Stats(pub(crate) Arc<Metrics>);
+
+impl Stats {
+    /// Open sessions of a bank.
+    pub fn sessions(&self, bank: &str) -> i64 {
+        self.0.sessions.get(&BankLabels { bank: bank.to_owned() }).map_or(0, |g| g.get())
+    }
+
+    /// Sessions of a bank opened since start.
+    pub fn sessions_opened(&self, bank: &str) -> u64 {
+        self.0.opened.get(&BankLabels { bank: bank.to_owned() }).map_or(0, |c| c.get())
+    }
+
+    /// Sessions of a bank closed since start for a reason.
+    pub fn sessions_closed(&self, bank: &str, reason: SessionDownReason) -> u64 {
+        let labels = CloseLabels { bank: bank.to_owned(), reason: reason_label(reason) };
+        self.0.closed.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Connections refused for a reason.
+    pub fn rejected(&self, why: Rejected) -> u64 {
+        self.0.rejected.get(&ReasonLabels { reason: why.label() }).map_or(0, |c| c.get())
+    }
+
+    /// Bad frames of a bank handled by an action.
+    pub fn bad_frames(&self, bank: &str, action: BadFrameAction) -> u64 {
+        let labels = ActionLabels { bank: bank.to_owned(), action: action.label() };
+        self.0.bad_frames.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Keep-alives of a bank.
+    pub fn keepalives(&self, bank: &str, direction: KeepAliveDirection) -> u64 {
+        let labels = DirectionLabels { bank: bank.to_owned(), direction: direction.label() };
+        self.0.keepalives.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Messages of a bank, one way.
+    pub fn messages(&self, bank: &str, direction: MessageDirection) -> u64 {
+        let labels = DirectionLabels { bank: bank.to_owned(), direction: direction.label() };
+        self.0.messages.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Whether `mups` is attached.
+    pub fn link_attached(&self) -> bool {
+        self.0.link_attached.get() != 0
+    }
+
+    /// Times `mups` attached since start.
+    pub fn link_attaches(&self) -> u64 {
+        self.0.link_attaches.get()
+    }
+
+    /// Local link messages dropped for a reason.
+    pub fn link_dropped(&self, why: LinkDrop) -> u64 {
+        self.0.link_dropped.get(&ReasonLabels { reason: why.label() }).map_or(0, |c| c.get())
+    }
+
+    /// The Prometheus text exposition, as `/metrics` serves it.
+    pub fn render(&self) -> String {
+        self.0.render()
+    }
+}
+
+/// The OpenMetrics content type.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Binds the metrics listener (so its address is known before serving).
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves `/metrics` and `/healthz` until `cancel`.
+pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(metrics);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
+        tracing::error!(error = %e, "metrics server failed");
+    }
+}
+
+async fn metrics_page(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, OPENMETRICS)], metrics.render())
+}
