@@ -1,5 +1,6 @@
 //! The bank listeners: one TCP listener per distinct `[[bank]].listen` address
-//! (`SO_REUSEADDR`), shared by the banks that name it. An accepted connection
+//! (`SO_REUSEADDR`), shared by the banks that name it (port 0: a fresh port per
+//! bank, never shared). An accepted connection
 //! belongs to the first bank, in file order, whose `allow` matches its source
 //! address; with none it is closed at once, unread, and counted; a bank at its
 //! `max_sessions` gets the same.
@@ -36,7 +37,9 @@ pub(crate) struct BankListener {
 pub(crate) fn bind_all(hub: &Hub) -> Result<Vec<BankListener>, PupsError> {
     let mut listeners: Vec<BankListener> = Vec::new();
     for (index, bank) in hub.config().banks.iter().enumerate() {
-        if let Some(l) = listeners.iter_mut().find(|l| l.configured == bank.listen) {
+        // Port 0 asks for a fresh port: such a bank never shares a listener.
+        let shared = bank.listen.port() != 0;
+        if let Some(l) = listeners.iter_mut().find(|l| shared && l.configured == bank.listen) {
             l.banks.push(index);
             continue;
         }

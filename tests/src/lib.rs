@@ -1,0 +1,189 @@
+//! Helpers for the end-to-end suites in `tests/tests/`: a whole single-appliance
+//! lab (two FO node simulators, `pups`, `mups`) started in-process on loopback,
+//! with real sockets between every piece.
+//!
+//! # Layout
+//!
+//! - [`Lab`]: starts and stops the pieces; [`LabBank`] describes one bank.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::config::ApplianceConfig;
+use sim::fo_node::{self, FoNodeConfig, FoNodeHandle};
+
+/// One bank of the lab.
+#[derive(Debug, Clone)]
+pub struct LabBank {
+    /// Bank id.
+    pub id: &'static str,
+    /// Length header name.
+    pub framing: &'static str,
+    /// TPDU the bank sends, as hex, if its framing has one.
+    pub tpdu: Option<&'static str>,
+    /// Built-in layout.
+    pub layout: &'static str,
+    /// `A` or `B`.
+    pub active: &'static str,
+    /// FO-originated requests per second from the active node.
+    pub originate_rate: f64,
+}
+
+/// The lab's banks: every built-in layout, several framings, both nodes.
+pub fn default_banks() -> Vec<LabBank> {
+    vec![
+        LabBank {
+            id: "bank-bin",
+            framing: "u16be",
+            tpdu: None,
+            layout: "iso87-binary",
+            active: "A",
+            originate_rate: 20.0,
+        },
+        LabBank {
+            id: "bank-ascii",
+            framing: "ascii4",
+            tpdu: Some("6000010000"),
+            layout: "iso87-ascii",
+            active: "B",
+            originate_rate: 0.0,
+        },
+        LabBank {
+            id: "bank-bcd",
+            framing: "bcd2",
+            tpdu: None,
+            layout: "iso87-bcd",
+            active: "A",
+            originate_rate: 20.0,
+        },
+        LabBank {
+            id: "bank-ebcdic",
+            framing: "u16be-pad2",
+            tpdu: None,
+            layout: "iso87-ebcdic",
+            active: "B",
+            originate_rate: 10.0,
+        },
+    ]
+}
+
+/// A running single-appliance lab.
+pub struct Lab {
+    /// The FO node simulators, `A` then `B`.
+    pub nodes: Vec<FoNodeHandle>,
+    /// `pups`.
+    pub pups: pups::Pups,
+    /// `mups`.
+    pub mups: mups::runtime::Mups,
+    /// The banks.
+    pub banks: Vec<LabBank>,
+    /// The configuration both processes read.
+    pub config: Arc<ApplianceConfig>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    /// Starts everything and waits until `pups` is attached and both nodes are up.
+    pub async fn start(name: &str, banks: Vec<LabBank>) -> Self {
+        let dir = std::env::temp_dir().join(format!("e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut nodes = Vec::new();
+        for id in ["A", "B"] {
+            let mut cfg = FoNodeConfig {
+                node_id: id.into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            };
+            for b in &banks {
+                cfg.banks.insert(b.id.into(), fo_node::config::BankConfig::new(b.layout));
+                if b.active == id && b.originate_rate > 0.0 {
+                    cfg.originate.push(fo_node::config::OriginateConfig::new(b.id, b.originate_rate));
+                }
+            }
+            nodes.push(fo_node::start(cfg).await.expect("FO node simulator starts"));
+        }
+        let config =
+            Arc::new(ApplianceConfig::from_toml_str(&config_toml(&dir, &nodes, &banks)).expect("lab config"));
+        let pups = pups::Pups::start(Arc::clone(&config)).await.expect("pups starts");
+        let mups = mups::runtime::start(Arc::clone(&config), Some("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("mups starts");
+        let lab = Self { nodes, pups, mups, banks, config, dir };
+        lab.wait_until("pups attached and both nodes up", |s| {
+            s.pups_attached && s.nodes.iter().all(|n| n.up)
+        })
+        .await;
+        lab
+    }
+
+    /// Where a bank connects.
+    pub fn bank_addr(&self, bank: &str) -> SocketAddr {
+        self.pups.bank_addr(bank).expect("bank is configured")
+    }
+
+    /// The router's state.
+    pub async fn snapshot(&self) -> mups::driver::Snapshot {
+        mups::http::snapshot(&self.mups.router).await.expect("router answers")
+    }
+
+    /// Waits (at most 20 s) until `pred` holds for the router's state.
+    pub async fn wait_until(
+        &self,
+        what: &str,
+        mut pred: impl FnMut(&mups::driver::Snapshot) -> bool,
+    ) -> mups::driver::Snapshot {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let snap = self.snapshot().await;
+            if pred(&snap) {
+                return snap;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {snap:#?}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Stops everything and removes the temporary files.
+    pub async fn stop(self) {
+        self.mups.stop().await;
+        self.pups.shutdown().await;
+        for node in self.nodes {
+            node.die().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_toml(dir: &std::path::Path, nodes: &[FoNodeHandle], banks: &[LabBank]) -> String {
+    let mut out = format!(
+        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\n\n",
+        dir.join("pups.sock").display()
+    );
+    for node in nodes {
+        out += &format!("[[fo_node]]\nid = \"{}\"\naddress = \"{}\"\n\n", node.node_id(), node.local_addr());
+    }
+    for b in banks {
+        let reserve = if b.active == "A" { "B" } else { "A" };
+        let tpdu = b.tpdu.is_some();
+        out += &format!(
+            "[[bank]]\nid = \"{id}\"\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\nmax_sessions = 16\n\
+             framing = {{ length = \"{framing}\", tpdu = {tpdu} }}\nlayout = \"{layout}\"\n\
+             active_node = \"{active}\"\nreserve_node = \"{reserve}\"\nrequest_timeout_ms = 10000\n\n",
+            id = b.id,
+            framing = b.framing,
+            layout = b.layout,
+            active = b.active,
+        );
+    }
+    out
+}
+
+/// Field-order-independent map of counters, for failure messages.
+pub fn counters_by_bank(snap: &mups::driver::Snapshot) -> BTreeMap<String, proto::router::BankCounters> {
+    snap.banks.iter().map(|b| (b.id.clone(), b.counters.clone())).collect()
+}
