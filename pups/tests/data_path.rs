@@ -122,8 +122,10 @@ async fn unknown_source_is_closed_unread() {
 /// owns the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_listener_picks_the_first_matching_bank() {
-    let banks =
-        [bank("X", "127.0.0.1:0", r#""127.0.0.2/32""#, ""), bank("Y", "127.0.0.1:0", LOOPBACK, "")].concat();
+    // A fixed port: port 0 gives every bank a fresh port of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let banks = [bank("X", &listen, r#""127.0.0.2/32""#, ""), bank("Y", &listen, LOOPBACK, "")].concat();
     let cfg = config("shared", "", &banks);
     let pups = start(cfg.clone()).await;
     let addr = pups.bank_addr("X").unwrap();
