@@ -2,10 +2,11 @@
 //! the links receive and the timer, and carries out its actions. It does nothing
 //! else (quinn's `ConnectionDriver` shape): every routing decision is in `proto`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use proto::fo_link::{CloseSession, Data, DataFlags, Direction, InventoryEnd, SessionDown, SessionUp};
 use proto::router::{Action, BankIdx, Event, NodeId, Router, SessionView, Side, app_state_name};
 use serde::Serialize;
@@ -99,9 +100,13 @@ struct Driver {
     confirmed: HashSet<u64>,
     known: HashSet<u64>,
     rtt: Vec<Option<Duration>>,
-    /// Per bank × node: messages to the node, messages to the bank (hot path, no label lookups).
+    /// Per bank × node: messages to the node, messages to the bank, response times
+    /// (hot path: handles resolved once, no label allocation per message).
     to_node: Vec<Vec<Counter>>,
     to_bank: Vec<Vec<Counter>>,
+    response_seconds: Vec<Vec<Histogram>>,
+    /// Responses by bank, node and response code (at most 4 characters).
+    responses: HashMap<(BankIdx, NodeId, [u8; 4]), Counter>,
 }
 
 /// Runs the router until shutdown.
@@ -132,6 +137,18 @@ pub async fn run(
     };
     let to_node = labels(&router, "to_node");
     let to_bank = labels(&router, "to_bank");
+    let response_seconds = router
+        .banks()
+        .map(|b| {
+            router
+                .nodes()
+                .map(|(_, node, _)| {
+                    let labels = BankNodeLabels { bank: router.bank_id(b).to_owned(), node: node.to_owned() };
+                    metrics.response_seconds.get_or_create(&labels).clone()
+                })
+                .collect()
+        })
+        .collect();
     let nodes = router.nodes().count();
     let mut d = Driver {
         router,
@@ -143,6 +160,8 @@ pub async fn run(
         rtt: vec![None; nodes],
         to_node,
         to_bank,
+        response_seconds,
+        responses: HashMap::new(),
     };
     d.update_gauges();
     let mut gauges = tokio::time::interval(Duration::from_millis(500));
@@ -296,10 +315,21 @@ impl Driver {
         let m = &self.metrics;
         match event {
             Event::Answered { bank, node, response_code, latency, .. } => {
-                m.response_seconds.get_or_create(&self.bank_node(bank, node)).observe(latency.as_secs_f64());
-                let labels = self.bank_node(bank, node);
-                let rc = response_code.unwrap_or_else(|| "none".to_owned());
-                m.responses.get_or_create(&ResponseLabels { bank: labels.bank, node: labels.node, rc }).inc();
+                self.response_seconds[usize::from(bank.0)][usize::from(node.0)]
+                    .observe(latency.as_secs_f64());
+                let rc = response_code.as_deref().unwrap_or("none");
+                let mut code = [0u8; 4];
+                let n = rc.len().min(4);
+                code[..n].copy_from_slice(&rc.as_bytes()[..n]);
+                if let Some(counter) = self.responses.get(&(bank, node, code)) {
+                    counter.inc();
+                } else {
+                    let l = self.bank_node(bank, node);
+                    let labels = ResponseLabels { bank: l.bank, node: l.node, rc: rc.to_owned() };
+                    let counter = m.responses.get_or_create(&labels).clone();
+                    counter.inc();
+                    self.responses.insert((bank, node, code), counter);
+                }
             }
             Event::Timeout { bank, session, node, requester, key } => {
                 m.timeouts.get_or_create(&self.bank_side(bank, requester)).inc();

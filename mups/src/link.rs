@@ -102,69 +102,63 @@ where
     Ok(theirs)
 }
 
-/// Messages waiting to be written, encoded into one buffer. When a write fails, the
-/// messages not yet wholly written stay queued for the next connection: nothing is
-/// lost, and nothing that reached the socket is sent twice.
-#[derive(Debug)]
-pub struct Outbox<T> {
-    buf: BytesMut,
-    /// Each queued item with the offset in `buf` where its bytes end.
-    items: VecDeque<(usize, T)>,
+/// Messages waiting to be written, encoded once into one buffer. When a write
+/// fails, the frames not wholly written stay queued, byte for byte, for the next
+/// connection: nothing is lost, and nothing that reached the socket is sent twice.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    /// Offset in `buf` where each queued frame ends.
+    ends: VecDeque<usize>,
+    /// Bytes of `buf` already written.
     written: usize,
+    /// End of the last frame wholly written.
+    done: usize,
 }
 
-impl<T> Default for Outbox<T> {
-    fn default() -> Self {
-        Self { buf: BytesMut::new(), items: VecDeque::new(), written: 0 }
-    }
-}
-
-impl<T: Clone + Into<FoMessage>> Outbox<T> {
-    /// Queues an item.
-    pub fn push(&mut self, item: T) -> Result<(), FoLinkError> {
-        let mut bytes = Vec::new();
-        item.clone().into().encode(&mut bytes)?;
-        self.buf.extend_from_slice(&bytes);
-        self.items.push_back((self.written + self.buf.len(), item));
+impl Outbox {
+    /// Queues a message.
+    pub fn push(&mut self, msg: impl Into<FoMessage>) -> Result<(), FoLinkError> {
+        msg.into().encode(&mut self.buf)?;
+        self.ends.push_back(self.buf.len());
         Ok(())
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.ends.is_empty()
     }
 
-    /// Items queued.
+    /// Frames queued.
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.ends.len()
     }
 
-    /// Writes everything queued. On error, the items not wholly written are kept.
+    /// Writes everything queued. On error, the frames not wholly written are kept.
     pub async fn flush<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        while !self.buf.is_empty() {
-            match w.write_buf(&mut self.buf).await {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.written += n;
-                    while self.items.front().is_some_and(|(end, _)| *end <= self.written) {
-                        self.items.pop_front();
-                    }
-                }
-                Err(e) => return Err(e),
+        while self.written < self.buf.len() {
+            let n = w.write(&self.buf[self.written..]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.written += n;
+            while let Some(&end) = self.ends.front().filter(|&&end| end <= self.written) {
+                self.done = end;
+                self.ends.pop_front();
             }
         }
+        self.buf.clear();
+        (self.written, self.done) = (0, 0);
         w.flush().await
     }
 
-    /// After a failed connection: re-encode what is left for the next one.
+    /// After a failed connection: what was not wholly written goes first on the next.
     pub fn reset(&mut self) {
-        let items: Vec<T> = self.items.drain(..).map(|(_, item)| item).collect();
-        self.buf.clear();
-        self.written = 0;
-        for item in items {
-            // Encoding succeeded once; it succeeds again.
-            let _ = self.push(item);
+        self.buf.drain(..self.done);
+        for end in &mut self.ends {
+            *end -= self.done;
         }
+        (self.written, self.done) = (0, 0);
     }
 }
 
@@ -236,5 +230,90 @@ impl HeartbeatClock {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use proto::fo_link::{Data, DataFlags, Direction};
+
+    use super::*;
+
+    /// Accepts `budget` bytes (in pieces of at most 7), then fails.
+    struct Flaky {
+        got: Vec<u8>,
+        budget: usize,
+    }
+
+    impl AsyncWrite for Flaky {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.budget == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = buf.len().min(7).min(self.budget);
+            self.budget -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn data(i: u64) -> Data {
+        Data {
+            bank_id: "b".into(),
+            session_id: i,
+            direction: Direction::ToBank,
+            correlation_id: i,
+            flags: DataFlags::empty(),
+            message: Bytes::from(vec![i as u8; 20 + i as usize]),
+        }
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<u64> {
+        let mut buf = BytesMut::from(bytes);
+        let mut dec = FoLinkDecoder::default();
+        let mut out = Vec::new();
+        while let Some(FoMessage::Data(d)) = dec.decode(&mut buf).unwrap() {
+            out.push(d.session_id);
+        }
+        out
+    }
+
+    /// Whatever point a connection breaks at, the next one gets exactly the frames
+    /// not wholly written before, whole and in order.
+    #[tokio::test]
+    async fn a_broken_write_loses_and_repeats_nothing() {
+        let total: usize = (0..5).map(|i| data(i).message.len() + 40).sum();
+        for budget in 0..total {
+            let mut outbox = Outbox::default();
+            for i in 0..5 {
+                outbox.push(data(i)).unwrap();
+            }
+            let mut first = Flaky { got: Vec::new(), budget };
+            let broke = outbox.flush(&mut first).await.is_err();
+            outbox.reset();
+            let mut second = Flaky { got: Vec::new(), budget: usize::MAX };
+            outbox.flush(&mut second).await.unwrap();
+            // Frames whole on the first connection, then everything else on the second.
+            let mut delivered: Vec<u64> = decode_all(&first.got[..]).into_iter().collect();
+            if !broke {
+                assert!(second.got.is_empty());
+            }
+            delivered.extend(decode_all(&second.got));
+            assert_eq!(delivered, vec![0, 1, 2, 3, 4], "budget {budget}");
+        }
     }
 }

@@ -60,8 +60,8 @@ pub async fn run(
     let span = info_span!("pups_link", path = %cfg.path.display());
     async move {
         let mut backoff = cfg.backoff;
-        let mut data_out: Outbox<Data> = Outbox::default();
-        let mut control_out: Outbox<FoMessage> = Outbox::default();
+        let mut data_out: Outbox = Outbox::default();
+        let mut control_out: Outbox = Outbox::default();
         let mut was_attached = false;
         loop {
             let result = tokio::select! {
@@ -114,8 +114,8 @@ async fn connect(
 async fn serve(
     cfg: &LocalLinkConfig,
     outbound: &mut mpsc::Receiver<ToPups>,
-    data_out: &mut Outbox<Data>,
-    control_out: &mut Outbox<FoMessage>,
+    data_out: &mut Outbox,
+    control_out: &mut Outbox,
     to_router: &mpsc::Sender<Input>,
     backoff: &mut Backoff,
     attached: &mut bool,

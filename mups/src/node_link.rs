@@ -73,7 +73,7 @@ pub async fn run(
 async fn serve(
     cfg: &NodeLinkConfig,
     outbound: &mut mpsc::Receiver<proto::fo_link::Data>,
-    outbox: &mut Outbox<proto::fo_link::Data>,
+    outbox: &mut Outbox,
     to_router: &mpsc::Sender<Input>,
     backoff: &mut Backoff,
 ) -> Result<(), LinkError> {
