@@ -84,7 +84,11 @@ fn run(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = match cfg.mups.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build()?,
+    };
     runtime.block_on(async {
         mups::runtime::run(cfg, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(ExitCode::SUCCESS)

@@ -64,11 +64,19 @@ pub struct PupsSection {
     pub session_queue: usize,
     /// Where `pups` serves `/metrics` and `/healthz` (management address), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Runtime threads: 0 = one per core, 1 = a single thread (no cross-thread wake-ups).
+    pub worker_threads: usize,
 }
 
 impl Default for PupsSection {
     fn default() -> Self {
-        Self { heartbeat_interval_ms: 200, heartbeat_misses: 5, session_queue: 256, metrics_listen: None }
+        Self {
+            heartbeat_interval_ms: 200,
+            heartbeat_misses: 5,
+            session_queue: 256,
+            metrics_listen: None,
+            worker_threads: 0,
+        }
     }
 }
 
@@ -92,6 +100,8 @@ pub struct MupsSection {
     pub late_window_s: u64,
     /// Bearer token every `/api` request must carry; `None` refuses every `/api` request.
     pub api_token: Option<String>,
+    /// Runtime threads: 0 = one per core, 1 = a single thread (no cross-thread wake-ups).
+    pub worker_threads: usize,
 }
 
 impl Default for MupsSection {
@@ -105,6 +115,7 @@ impl Default for MupsSection {
             reconnect_max_ms: 2000,
             late_window_s: 120,
             api_token: None,
+            worker_threads: 0,
         }
     }
 }

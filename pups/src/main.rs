@@ -115,8 +115,12 @@ fn init_logging() {
 }
 
 fn run(cfg: ApplianceConfig) -> anyhow::Result<()> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let runtime = match cfg.pups.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+    .context("tokio runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         pups::run(Arc::new(cfg), shutdown).await.context("pups")
