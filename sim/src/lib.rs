@@ -10,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 pub mod bank;
+mod civil;
 pub mod fo_node;
