@@ -122,3 +122,10 @@ fn text_outside_the_charset_is_an_error_on_read_not_on_walk() {
     assert_eq!((e.part, e.offset), (Part::Field(42), 125));
     assert!(format!("{msg}", msg = msg.masked()).contains("DE42=<15 undecodable bytes>"));
 }
+
+#[test]
+fn a_message_over_the_walker_limit_is_refused() {
+    let bytes = vec![b'0'; proto::iso8583::message::MAX_MESSAGE + 1];
+    let e = err(ascii(), &bytes);
+    assert_eq!(e.kind, DecodeErrorKind::LengthOverMax { len: bytes.len(), max: 65_535 });
+}

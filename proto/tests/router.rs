@@ -316,3 +316,20 @@ fn fo_requests_prefer_signed_on_sessions_and_unknown_banks_are_reported() {
     r.from_node(t0, A, data);
     assert!(actions(&mut r).iter().any(|a| matches!(a, Action::Event(Event::Protocol { node: A, .. }))));
 }
+
+#[test]
+fn answered_requests_do_not_leave_timers_behind() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    for i in 0..10_000u32 {
+        let now = t0 + Duration::from_micros(u64::from(i));
+        let stan = format!("{:06}", i % 1_000_000);
+        r.from_bank(now, BANK, 1, auth(&stan));
+        let (_, data) = sent_to_node(&actions(&mut r));
+        r.from_node(now, A, to_bank_data(data.correlation_id, 1, auth_resp(&stan)));
+        actions(&mut r);
+    }
+    assert_eq!(r.counters(BANK).responses_to_bank, 10_000);
+    assert!(r.timers_armed() < 10, "{} timers armed for nothing in flight", r.timers_armed());
+}

@@ -9,17 +9,20 @@ use super::error::{DecodeError, DecodeErrorKind, Part};
 use super::layout::{BitmapEncoding, Encoding, FieldSpec, Layout, MtiEncoding, Pad, PrefixEncoding};
 use super::mti::Mti;
 
+/// Largest message the walker reads, in bytes.
+pub const MAX_MESSAGE: usize = u16::MAX as usize;
+
 /// Where one present field sits in the message.
 #[derive(Debug, Clone, Copy, Default)]
 struct Span {
     /// Start of the length prefix (or of the data, for a fixed field).
-    start: u32,
+    start: u16,
     /// Start of the data.
-    data: u32,
+    data: u16,
     /// End of the data.
-    end: u32,
+    end: u16,
     /// Declared length in the field's units (bytes, or nibbles for BCD).
-    units: u32,
+    units: u16,
 }
 
 /// A decoded view of one ISO 8583 message, borrowing the message bytes.
@@ -80,11 +83,13 @@ impl<'a> Cursor<'a> {
 impl<'a> Message<'a> {
     /// Walks `bytes` (one whole message, no length header) under `layout`.
     pub fn parse(layout: &'a Layout, bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        if bytes.len() > u32::MAX as usize {
+        // Offsets are kept in 16 bits (a smaller `Message` is cheaper to build and move);
+        // ISO 8583 messages stay far below this, and framing caps them lower still.
+        if bytes.len() > MAX_MESSAGE {
             return Err(DecodeError {
                 part: Part::Mti,
                 offset: 0,
-                kind: DecodeErrorKind::LengthOverMax { len: bytes.len(), max: u32::MAX as usize },
+                kind: DecodeErrorKind::LengthOverMax { len: bytes.len(), max: MAX_MESSAGE },
             });
         }
         let mut cur = Cursor { bytes, pos: 0 };
@@ -104,10 +109,11 @@ impl<'a> Message<'a> {
             bitmap |= u128::from(secondary);
         }
         let mut spans = [Span::default(); 129];
-        for id in 2..=128u8 {
-            if bitmap & bit(id) == 0 {
-                continue;
-            }
+        // Visit only the bits that are set (bit 1, the secondary bitmap, is not a field).
+        let mut remaining = bitmap & !bit(1);
+        while remaining != 0 {
+            let id = remaining.leading_zeros() as u8 + 1;
+            remaining &= !bit(id);
             let part = Part::Field(id);
             let start = cur.pos;
             let Some(spec) = layout.field(id) else {
@@ -137,9 +143,9 @@ impl<'a> Message<'a> {
             };
             let data = cur.pos;
             cur.take(part, spec.wire_len(units))?;
-            // Offsets fit in u32: checked on entry.
+            // Offsets fit in u16: checked on entry; units ≤ max_len, a u16.
             spans[usize::from(id)] =
-                Span { start: start as u32, data: data as u32, end: cur.pos as u32, units: units as u32 };
+                Span { start: start as u16, data: data as u16, end: cur.pos as u16, units: units as u16 };
         }
         if cur.pos != bytes.len() {
             return Err(DecodeError {
