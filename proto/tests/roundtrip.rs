@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 use proto::frame::{Check, FrameConfig};
 use proto::iso8583::layout::Encoding;
-use proto::iso8583::{BUILTIN_LAYOUTS, Charset, FieldSpec, Layout, Message};
+use proto::iso8583::{BUILTIN_LAYOUTS, Charset, FieldSource, FieldSpec, Layout, Message};
 
 fn value_for(spec: &FieldSpec) -> BoxedStrategy<String> {
     let max = usize::from(spec.max_len);
@@ -61,7 +61,11 @@ proptest! {
         let decoded: BTreeMap<u8, String> = msg.fields().map(|f| (f.id, f.value().unwrap())).collect();
         prop_assert_eq!(&decoded, &fields);
         let again = layout.encode_to_vec(&mti, decoded.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
-        prop_assert_eq!(again, bytes);
+        prop_assert_eq!(&again, &bytes);
+        // Splicing every field's wire bytes rebuilds the same message.
+        let mut spliced = Vec::new();
+        layout.encode_parts(&mti, msg.fields().map(|f| (f.id, FieldSource::Wire(f.wire))), &mut spliced).unwrap();
+        prop_assert_eq!(spliced, bytes);
     }
 
     #[test]

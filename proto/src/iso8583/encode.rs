@@ -9,6 +9,16 @@ use super::layout::{BitmapEncoding, Encoding, FieldSpec, Layout, MtiEncoding, Pa
 use super::message::bit;
 use super::mti::Mti;
 
+/// Where a field's bytes come from, for [`Layout::encode_parts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldSource<'a> {
+    /// A value by the vector conventions, encoded by the layout.
+    Value(&'a str),
+    /// The field's wire bytes (length prefix and data) from a message under the same
+    /// layout, copied as they are.
+    Wire(&'a [u8]),
+}
+
 impl Layout {
     /// Appends the message `mti` + `fields` to `out`. Field values follow the
     /// vector conventions: text as text, binary as hex, BCD as its digit (nibble)
@@ -39,15 +49,42 @@ impl Layout {
         Ok(out)
     }
 
+    /// Like [`Layout::encode`], but each field is either a value or its wire bytes
+    /// (length prefix and data, as [`FieldRef::wire`](super::FieldRef) gives them for
+    /// a message under the same layout), copied verbatim. This is how a responder
+    /// echoes a request's fields without decoding them.
+    pub fn encode_parts<'v>(
+        &self,
+        mti: &str,
+        fields: impl IntoIterator<Item = (u8, FieldSource<'v>)>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.encode_sources(mti, fields, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
     fn encode_inner<'v>(
         &self,
         mti: &str,
         fields: impl IntoIterator<Item = (u8, &'v str)>,
         out: &mut Vec<u8>,
     ) -> Result<(), EncodeError> {
+        self.encode_sources(mti, fields.into_iter().map(|(id, v)| (id, FieldSource::Value(v))), out)
+    }
+
+    fn encode_sources<'v>(
+        &self,
+        mti: &str,
+        fields: impl IntoIterator<Item = (u8, FieldSource<'v>)>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         let mti: Mti =
             mti.parse().map_err(|_| EncodeError { part: Part::Mti, kind: EncodeErrorKind::BadMti })?;
-        let mut values: [Option<&str>; 129] = [None; 129];
+        let mut values: [Option<FieldSource<'v>>; 129] = [None; 129];
         let mut bitmap = 0u128;
         for (id, value) in fields {
             if !(2..=128).contains(&id) || id == 65 {
@@ -77,7 +114,12 @@ impl Layout {
             let spec = self
                 .field(id)
                 .ok_or(EncodeError { part: Part::Field(id), kind: EncodeErrorKind::UndefinedField })?;
-            encode_field(spec, value, out).map_err(|kind| EncodeError { part: Part::Field(id), kind })?;
+            match value {
+                FieldSource::Value(v) => {
+                    encode_field(spec, v, out).map_err(|kind| EncodeError { part: Part::Field(id), kind })?;
+                }
+                FieldSource::Wire(bytes) => out.extend_from_slice(bytes),
+            }
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub mod mti;
 pub mod netmgmt;
 
 pub use charset::Charset;
+pub use encode::FieldSource;
 pub use error::{DecodeError, DecodeErrorKind, EncodeError, EncodeErrorKind, Part};
 pub use layout::{BUILTIN_LAYOUTS, FieldSpec, Layout, LayoutError, RawFieldSpec};
 pub use matching::{MatchKey, MatchKeyConfig};

@@ -8,10 +8,11 @@
 //! encoder, which fixes the field's length), so a filler nibble or a character
 //! the encoder would write differently still comes back as the bank sent it.
 
-use crate::civil::civil_from_days;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::iso8583::{EncodeError, Layout, Message, Mti, ResponseCode, Role};
+use proto::iso8583::{EncodeError, FieldSource, Layout, Message, Mti, ResponseCode, Role};
+
+use crate::civil::civil_from_days;
 
 /// Fields every response echoes from its request, when present.
 pub const ECHO_FIELDS: [u8; 12] = [2, 3, 4, 7, 11, 12, 13, 32, 37, 41, 42, 49];
@@ -68,35 +69,20 @@ pub fn build_response(
         Role::Request => mti.response().ok_or(ResponseError::NotARequest(mti))?,
         _ => return Err(ResponseError::NotARequest(mti)),
     };
-    let echoed: Vec<(u8, String)> = echo_fields(mti)
+    // Echoed fields are copied as received (prefix and data), never decoded and
+    // re-encoded: cheaper, and byte-exact whatever the field's content.
+    let mut fields: Vec<(u8, FieldSource<'_>)> = echo_fields(mti)
         .into_iter()
-        .filter_map(|id| req.field(id).and_then(|f| f.value().ok()).map(|v| (id, v)))
+        .filter_map(|id| req.field(id).map(|f| (id, FieldSource::Wire(f.wire))))
         .collect();
-    let mut fields: Vec<(u8, &str)> = echoed.iter().map(|(id, v)| (*id, v.as_str())).collect();
-    fields.push((39, code));
+    fields.push((39, FieldSource::Value(code)));
     if carries_auth_id(mti, code) && layout.field(38).is_some() {
-        fields.push((38, auth_id));
+        fields.push((38, FieldSource::Value(auth_id)));
     }
-    let mut out = layout
-        .encode_to_vec(resp_mti.as_str(), fields)
+    let mut out = Vec::with_capacity(req.bytes().len() + 16);
+    layout
+        .encode_parts(resp_mti.as_str(), fields, &mut out)
         .map_err(|source| ResponseError::Encode { mti: resp_mti, source })?;
-    // Copy the echoed fields' data bytes as received. Same value, same field: same
-    // length, so the splice never moves anything; checked anyway.
-    let splices: Vec<(usize, &[u8])> = match Message::parse(layout, &out) {
-        Ok(resp) => echoed
-            .iter()
-            .filter_map(|(id, _)| {
-                let (ours, theirs) = (resp.field(*id)?, req.field(*id)?);
-                (ours.data.len() == theirs.data.len()).then_some((ours.data_offset, theirs.data))
-            })
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    for (offset, data) in splices {
-        if let Some(dst) = out.get_mut(offset..offset + data.len()) {
-            dst.copy_from_slice(data);
-        }
-    }
     Ok(out)
 }
 
