@@ -172,11 +172,13 @@ pub async fn run(
             _ = shutdown.changed() => return,
             input = inputs.recv() => {
                 let Some(input) = input else { return };
-                d.handle(input);
+                // One clock read per batch: the batch arrived together.
+                let now = now();
+                d.handle(now, input);
                 // Take what is already queued before acting: fewer wake-ups under load.
                 for _ in 0..255 {
                     let Ok(more) = inputs.try_recv() else { break };
-                    d.handle(more);
+                    d.handle(now, more);
                 }
             }
             _ = sleep_until(deadline) => d.router.handle_timeout(now()),
@@ -198,8 +200,7 @@ fn now() -> std::time::Instant {
 }
 
 impl Driver {
-    fn handle(&mut self, input: Input) {
-        let now = now();
+    fn handle(&mut self, now: std::time::Instant, input: Input) {
         match input {
             Input::NodeUp(node) => {
                 info!(node = self.router.node_name(node), "node up");

@@ -10,6 +10,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::charset::Charset;
+use super::layout::Encoding;
 use super::mask::{Sensitivity, sensitivity};
 use super::message::Message;
 
@@ -93,18 +95,29 @@ impl MatchKeyConfig {
                 None => key.push('-'),
                 Some(f) => {
                     key.push('=');
-                    // Undecodable text is keyed by its bytes, so it still matches itself.
-                    let value = f.value().unwrap_or_else(|_| super::message::hex_upper(f.data));
-                    for c in value.chars() {
-                        if matches!(c, '|' | '\\') {
-                            key.push('\\');
-                        }
-                        key.push(c);
+                    // ASCII text is its own value: no decoding, no allocation (the common case).
+                    if f.spec.encoding == Encoding::Text(Charset::Ascii) && f.data.iter().all(u8::is_ascii) {
+                        push_escaped(&mut key, f.data.iter().map(|&b| char::from(b)));
+                    } else {
+                        // Undecodable text is keyed by its bytes, so it still matches itself.
+                        let value = f.value().unwrap_or_else(|_| super::message::hex_upper(f.data));
+                        push_escaped(&mut key, value.chars());
                     }
                 }
             }
         }
         MatchKey(key)
+    }
+}
+
+/// Appends `chars`, escaping the separator `|` and the escape `\\` itself, so that
+/// distinct field values can never make equal keys.
+fn push_escaped(key: &mut String, chars: impl Iterator<Item = char>) {
+    for c in chars {
+        if matches!(c, '|' | '\\') {
+            key.push('\\');
+        }
+        key.push(c);
     }
 }
 
