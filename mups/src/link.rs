@@ -168,6 +168,21 @@ pub fn micros_since_start() -> u64 {
     START.get_or_init(std::time::Instant::now).elapsed().as_micros() as u64
 }
 
+/// What every `mups` link needs to connect and to know its peer is alive.
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    /// Our name in HELLO.
+    pub appliance: String,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Unanswered heartbeats after which the link is dropped (and re-established).
+    pub heartbeat_misses: u32,
+    /// Connect and HELLO timeout.
+    pub connect_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
 /// Reconnect backoff: doubles from `min` to `max`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {

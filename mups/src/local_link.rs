@@ -4,7 +4,6 @@
 //! sessions live in `pups`; losing this link never closes one.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use proto::fo_link::{
     Channel, CloseSession, Data, FoMessage, LinkChannel, PeerRole, SessionPause, SessionResume,
@@ -15,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::driver::Input;
-use crate::link::{self, Backoff, HeartbeatClock, LinkError, Outbox};
+use crate::link::{self, Backoff, HeartbeatClock, LinkError, LinkSettings, Outbox};
 
 /// Most messages written in one go.
 const MAX_BATCH: usize = 256;
@@ -38,16 +37,8 @@ pub enum ToPups {
 pub struct LocalLinkConfig {
     /// `pups`'s socket.
     pub path: PathBuf,
-    /// Our name in HELLO.
-    pub appliance: String,
-    /// Heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Unanswered heartbeats before the link is dropped and reattached.
-    pub heartbeat_misses: u32,
-    /// HELLO timeout.
-    pub connect_timeout: Duration,
-    /// Reattach backoff.
-    pub backoff: Backoff,
+    /// HELLO name, heartbeats, timeouts, backoff.
+    pub link: LinkSettings,
 }
 
 /// Runs the link until shutdown.
@@ -59,7 +50,7 @@ pub async fn run(
 ) {
     let span = info_span!("pups_link", path = %cfg.path.display());
     async move {
-        let mut backoff = cfg.backoff;
+        let mut backoff = cfg.link.backoff;
         let mut data_out: Outbox = Outbox::default();
         let mut control_out: Outbox = Outbox::default();
         let mut was_attached = false;
@@ -99,13 +90,19 @@ async fn connect(
     cfg: &LocalLinkConfig,
     channel: LinkChannel,
 ) -> Result<(link::FoReader<tokio::net::unix::OwnedReadHalf>, tokio::net::unix::OwnedWriteHalf), LinkError> {
-    let stream = tokio::time::timeout(cfg.connect_timeout, UnixStream::connect(&cfg.path))
+    let stream = tokio::time::timeout(cfg.link.connect_timeout, UnixStream::connect(&cfg.path))
         .await
         .map_err(|_| LinkError::Timeout("connecting"))??;
     let (r, mut w) = stream.into_split();
     let mut r = link::reader(r);
-    link::hello(&mut r, &mut w, &link::our_hello(&cfg.appliance), PeerRole::Edge, cfg.connect_timeout)
-        .await?;
+    link::hello(
+        &mut r,
+        &mut w,
+        &link::our_hello(&cfg.link.appliance),
+        PeerRole::Edge,
+        cfg.link.connect_timeout,
+    )
+    .await?;
     w.write_all(&FoMessage::Channel(Channel { channel }).to_vec()?).await?;
     Ok((r, w))
 }
@@ -128,8 +125,8 @@ async fn serve(
     let _ = to_router.send(Input::PupsAttached).await;
     data_out.flush(&mut data_w).await?;
 
-    let mut ticker = HeartbeatClock::ticker(cfg.heartbeat_interval);
-    let mut heartbeats = HeartbeatClock::new(cfg.heartbeat_misses);
+    let mut ticker = HeartbeatClock::ticker(cfg.link.heartbeat_interval);
+    let mut heartbeats = HeartbeatClock::new(cfg.link.heartbeat_misses);
     loop {
         tokio::select! {
             msg = link::next(&mut control_r) => match msg? {

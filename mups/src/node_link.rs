@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::driver::Input;
-use crate::link::{self, Backoff, HeartbeatClock, LinkError, Outbox};
+use crate::link::{self, Backoff, HeartbeatClock, LinkError, LinkSettings, Outbox};
 
 /// Most messages written in one go.
 const MAX_BATCH: usize = 256;
@@ -25,16 +25,8 @@ pub struct NodeLinkConfig {
     pub name: String,
     /// Where it listens.
     pub address: std::net::SocketAddr,
-    /// Our name in HELLO.
-    pub appliance: String,
-    /// Heartbeat interval.
-    pub heartbeat_interval: Duration,
-    /// Unanswered heartbeats before the node is down.
-    pub heartbeat_misses: u32,
-    /// Connect and HELLO timeout.
-    pub connect_timeout: Duration,
-    /// Reconnect backoff.
-    pub backoff: Backoff,
+    /// HELLO name, heartbeats, timeouts, backoff.
+    pub link: LinkSettings,
 }
 
 /// Runs the link until shutdown. DATA for the node arrives on `outbound`; what the
@@ -47,7 +39,7 @@ pub async fn run(
 ) {
     let span = info_span!("node", node = %cfg.name, address = %cfg.address);
     async move {
-        let mut backoff = cfg.backoff;
+        let mut backoff = cfg.link.backoff;
         let mut outbox = Outbox::default();
         loop {
             let result = tokio::select! {
@@ -77,23 +69,28 @@ async fn serve(
     to_router: &mpsc::Sender<Input>,
     backoff: &mut Backoff,
 ) -> Result<(), LinkError> {
-    let stream = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.address))
+    let stream = tokio::time::timeout(cfg.link.connect_timeout, TcpStream::connect(cfg.address))
         .await
         .map_err(|_| LinkError::Timeout("connecting"))??;
     stream.set_nodelay(true)?;
     let (r, mut w) = stream.into_split();
     let mut r = link::reader(r);
-    let theirs =
-        link::hello(&mut r, &mut w, &link::our_hello(&cfg.appliance), PeerRole::Node, cfg.connect_timeout)
-            .await?;
+    let theirs = link::hello(
+        &mut r,
+        &mut w,
+        &link::our_hello(&cfg.link.appliance),
+        PeerRole::Node,
+        cfg.link.connect_timeout,
+    )
+    .await?;
     info!(peer = %theirs.node_id, software = %theirs.software, "node link up");
     backoff.reset();
     let _ = to_router.send(Input::NodeUp(cfg.node)).await;
     // DATA queued while the link was down goes first, in order.
     outbox.flush(&mut w).await?;
 
-    let mut ticker = HeartbeatClock::ticker(cfg.heartbeat_interval);
-    let mut heartbeats = HeartbeatClock::new(cfg.heartbeat_misses);
+    let mut ticker = HeartbeatClock::ticker(cfg.link.heartbeat_interval);
+    let mut heartbeats = HeartbeatClock::new(cfg.link.heartbeat_misses);
     loop {
         tokio::select! {
             msg = link::next(&mut r) => match msg? {

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::driver::{self, Outputs};
 use crate::http::{self, AppState};
-use crate::link::Backoff;
+use crate::link::{Backoff, LinkSettings};
 use crate::local_link::{self, LocalLinkConfig};
 use crate::metrics::Metrics;
 use crate::node_link::{self, NodeLinkConfig};
@@ -76,21 +76,25 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
             node: NodeId(i as u16),
             name: node.id.clone(),
             address: node.address,
-            appliance: cfg.appliance.id.clone(),
-            heartbeat_interval: Duration::from_millis(m.node_heartbeat_interval_ms),
-            heartbeat_misses: m.node_heartbeat_misses,
-            connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
-            backoff,
+            link: LinkSettings {
+                appliance: cfg.appliance.id.clone(),
+                heartbeat_interval: Duration::from_millis(m.node_heartbeat_interval_ms),
+                heartbeat_misses: m.node_heartbeat_misses,
+                connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
+                backoff,
+            },
         };
         tasks.push(tokio::spawn(node_link::run(link, rx, router_tx.clone(), shutdown_rx.clone())));
     }
     let local = LocalLinkConfig {
         path: cfg.appliance.local_link.clone(),
-        appliance: cfg.appliance.id.clone(),
-        heartbeat_interval: Duration::from_millis(cfg.pups.heartbeat_interval_ms),
-        heartbeat_misses: cfg.pups.heartbeat_misses,
-        connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
-        backoff,
+        link: LinkSettings {
+            appliance: cfg.appliance.id.clone(),
+            heartbeat_interval: Duration::from_millis(cfg.pups.heartbeat_interval_ms),
+            heartbeat_misses: cfg.pups.heartbeat_misses,
+            connect_timeout: Duration::from_millis(m.node_connect_timeout_ms),
+            backoff,
+        },
     };
     tasks.push(tokio::spawn(local_link::run(local, pups_rx, router_tx.clone(), shutdown_rx.clone())));
     let router = Router::new(cfg.router_config());
