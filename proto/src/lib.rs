@@ -13,6 +13,8 @@
 //!   `check`/`encode` pair that any buffer type can drive.
 //! - [`router`]: the sans-IO router of `mups`: where each message goes, requests in
 //!   flight both ways, timeouts, late and unmatched responses, session application state.
+//! - [`switchover`]: one bank's FO switchover (sync, context hand-over, deactivate,
+//!   activate; abort and roll back), as a sans-IO state machine.
 //! - [`iso8583`]: message layouts (the four built-ins and per-bank overrides), the
 //!   zero-copy field walker, the encoder, MTI classification and pairing, matching
 //!   keys, network-management classification and masked display.
@@ -27,3 +29,4 @@ pub mod fo_link;
 pub mod frame;
 pub mod iso8583;
 pub mod router;
+pub mod switchover;
