@@ -372,6 +372,16 @@ impl Driver {
                     "session application state"
                 );
             }
+            Event::Duplicate { bank, node } => {
+                warn!(
+                    bank = self.router.bank_id(bank),
+                    node = self.router.node_name(node),
+                    "second response to an answered request dropped"
+                );
+            }
+            Event::HoldLimit { bank, held } => {
+                warn!(bank = self.router.bank_id(bank), held, "held messages reached the hold limit");
+            }
             Event::Protocol { node, detail } => {
                 warn!(node = self.router.node_name(node), %detail, "node broke the protocol");
             }

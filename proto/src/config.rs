@@ -102,6 +102,8 @@ pub struct MupsSection {
     pub api_token: Option<String>,
     /// Runtime threads: 0 = one per core, 1 = a single thread (no cross-thread wake-ups).
     pub worker_threads: usize,
+    /// Messages held per bank during an FO switchover before it is aborted.
+    pub hold_limit: usize,
 }
 
 impl Default for MupsSection {
@@ -116,6 +118,7 @@ impl Default for MupsSection {
             late_window_s: 120,
             api_token: None,
             worker_threads: 0,
+            hold_limit: 10_000,
         }
     }
 }
@@ -362,6 +365,7 @@ impl ApplianceConfig {
                 })
                 .collect(),
             late_window: Duration::from_secs(self.mups.late_window_s),
+            hold_limit: self.mups.hold_limit,
         }
     }
 }

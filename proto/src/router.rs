@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::fo_link::{AppState, Data, DataFlags, Direction};
@@ -79,6 +79,9 @@ pub struct RouterConfig {
     /// How long a timed-out request is remembered, so that its response is reported
     /// as late rather than unmatched (jPOS keeps unhandled responses 120 s).
     pub late_window: Duration,
+    /// Messages held per bank during a switchover before [`Event::HoldLimit`] asks
+    /// for it to be aborted (they are still kept, never dropped).
+    pub hold_limit: usize,
 }
 
 /// Which side a message came from.
@@ -186,6 +189,20 @@ pub enum Event {
         /// The new state.
         state: AppState,
     },
+    /// A second response to a request already answered: dropped, not delivered twice.
+    Duplicate {
+        /// The bank.
+        bank: BankIdx,
+        /// The node that sent it.
+        node: NodeId,
+    },
+    /// A bank's held messages reached the hold limit: the switchover should abort.
+    HoldLimit {
+        /// The bank.
+        bank: BankIdx,
+        /// Messages held.
+        held: usize,
+    },
     /// A node sent DATA for a bank we do not know, or in the wrong direction.
     Protocol {
         /// The node.
@@ -258,6 +275,8 @@ pub struct BankCounters {
     pub no_route: u64,
     /// Messages for the bank that no live session could take.
     pub undeliverable: u64,
+    /// Second responses to requests already answered (dropped, not delivered twice).
+    pub duplicates_dropped: u64,
 }
 
 /// One session as the API shows it.
@@ -296,10 +315,22 @@ impl Session {
 
 struct Bank {
     spec: BankSpec,
+    /// Messages held while a switchover cuts over (`None`: not held).
+    held: Option<VecDeque<Held>>,
     sessions: Vec<SessionId>,
     next_session: usize,
     counters: BankCounters,
     inflight: u64,
+}
+
+/// A bank message held during a switchover, with what routing already read from it.
+struct Held {
+    received: Instant,
+    session: SessionId,
+    message: Bytes,
+    key: MatchKey,
+    netmgmt: Option<NetMgmt>,
+    mti: Mti,
 }
 
 /// A bank request waiting for its node's response, by our correlation id.
@@ -360,6 +391,11 @@ pub struct Router {
     timers: TimerQueues,
     next_correlation: u64,
     late_window: Duration,
+    hold_limit: usize,
+    /// Correlation ids answered recently, so a second response (the old node still
+    /// answering a request handed over in a switchover) is dropped, not delivered twice.
+    answered_recently: FxHashSet<u64>,
+    answered_order: VecDeque<u64>,
     actions: VecDeque<Action>,
 }
 
@@ -376,6 +412,7 @@ impl Router {
                 .into_iter()
                 .map(|spec| Bank {
                     spec,
+                    held: None,
                     sessions: Vec::new(),
                     next_session: 0,
                     counters: BankCounters::default(),
@@ -391,6 +428,9 @@ impl Router {
             timers: TimerQueues::default(),
             next_correlation: 1,
             late_window: cfg.late_window,
+            hold_limit: cfg.hold_limit,
+            answered_recently: FxHashSet::default(),
+            answered_order: VecDeque::new(),
             actions: VecDeque::new(),
         }
     }
@@ -533,30 +573,20 @@ impl Router {
         let mti = msg.mti();
         let active = spec.active;
         match mti.role() {
-            Role::Request => {
-                if !self.node_up[usize::from(active.0)] {
-                    self.banks[b].counters.no_route += 1;
-                    self.event(Event::NoRoute { bank, node: active, key });
-                    return;
+            Role::Request | Role::Notification | Role::Other if self.banks[b].held.is_some() => {
+                let held = Held { received: now, session, message, key, netmgmt, mti };
+                let queue = self.banks[b].held.as_mut().expect("checked");
+                queue.push_back(held);
+                if queue.len() == self.hold_limit {
+                    self.event(Event::HoldLimit { bank, held: self.hold_limit });
                 }
-                let correlation = self.next_correlation;
-                self.next_correlation += 1;
-                let deadline = now + self.banks[b].spec.request_timeout;
-                self.pending.insert(
-                    correlation,
-                    Pending { bank, session, node: active, mti, netmgmt, key, sent_at: now },
-                );
-                let delay = self.banks[b].spec.request_timeout;
-                let pending = &self.pending;
-                self.timers.prune(delay, |t| !matches!(t, Timer::Request(c) if !pending.contains_key(c)));
-                self.timers.push(delay, deadline, Timer::Request(correlation));
-                self.banks[b].counters.requests_to_node += 1;
-                self.banks[b].inflight += 1;
-                if let Some(s) = self.sessions.get_mut(&session) {
-                    s.inflight += 1;
-                }
-                self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
             }
+            Role::Request => self.forward_request(
+                now,
+                now,
+                bank,
+                Held { received: now, session, message, key, netmgmt, mti },
+            ),
             Role::Response => {
                 let response_code = msg.response_code().and_then(Result::ok).map(|rc| rc.0);
                 let slot = (bank, key);
@@ -583,6 +613,64 @@ impl Router {
         }
     }
 
+    /// Sends a bank request to the bank's active node and tracks it. Its deadline
+    /// counts from when the bank sent it (`held.received`), hold time included.
+    fn forward_request(&mut self, now: Instant, received: Instant, bank: BankIdx, held: Held) {
+        let b = usize::from(bank.0);
+        let Held { session, message, key, netmgmt, mti, .. } = held;
+        let active = self.banks[b].spec.active;
+        if !self.node_up[usize::from(active.0)] {
+            self.banks[b].counters.no_route += 1;
+            self.event(Event::NoRoute { bank, node: active, key });
+            return;
+        }
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        let delay = self.banks[b].spec.request_timeout;
+        let deadline = (received + delay).max(now);
+        self.pending
+            .insert(correlation, Pending { bank, session, node: active, mti, netmgmt, key, sent_at: now });
+        let pending = &self.pending;
+        self.timers.prune(delay, |t| !matches!(t, Timer::Request(c) if !pending.contains_key(c)));
+        self.timers.push(delay, deadline, Timer::Request(correlation));
+        self.banks[b].counters.requests_to_node += 1;
+        self.banks[b].inflight += 1;
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.inflight += 1;
+        }
+        self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
+    }
+
+    /// Holds the bank's traffic towards the nodes (requests, notifications): it is
+    /// queued, in order, until [`Router::release`]. Responses to FO-originated
+    /// requests still go at once to the node that asked. Used by switchovers.
+    pub fn hold(&mut self, bank: BankIdx) {
+        let held = &mut self.banks[usize::from(bank.0)].held;
+        if held.is_none() {
+            *held = Some(VecDeque::new());
+        }
+    }
+
+    /// Messages held for a bank.
+    pub fn held(&self, bank: BankIdx) -> usize {
+        self.banks[usize::from(bank.0)].held.as_ref().map_or(0, VecDeque::len)
+    }
+
+    /// Routes the bank to `to` and sends what was held, in order.
+    pub fn release(&mut self, now: Instant, bank: BankIdx, to: NodeId) {
+        let b = usize::from(bank.0);
+        self.banks[b].spec.active = to;
+        let Some(held) = self.banks[b].held.take() else { return };
+        for h in held {
+            if h.mti.role() == Role::Request {
+                self.forward_request(now, h.received, bank, h);
+            } else {
+                self.banks[b].counters.unpaired_forwarded += 1;
+                self.send_to_node(to, bank, h.session, 0, DataFlags::empty(), h.message);
+            }
+        }
+    }
+
     /// DATA from a node.
     pub fn from_node(&mut self, now: Instant, node: NodeId, data: Data) {
         let Some(bank) = self.bank(&data.bank_id) else {
@@ -596,9 +684,13 @@ impl Router {
         let b = usize::from(bank.0);
         let layout = Arc::clone(&self.banks[b].spec.layout);
         let parsed = Message::parse(&layout, &data.message);
+        // Correlation ids of requests the node originates are the node's own, a
+        // different namespace from ours: only a non-request can answer one of ours.
+        let is_request = parsed.as_ref().is_ok_and(|m| m.mti().role() == Role::Request);
         // A response we are waiting for is routed by correlation id even if it does not
         // decode: we are a transparent proxy, the bank judges its content.
-        if let Some(p) = self.pending.remove(&data.correlation_id) {
+        if let Some(p) = (!is_request).then(|| self.pending.remove(&data.correlation_id)).flatten() {
+            self.remember_answered(data.correlation_id);
             self.banks[b].inflight -= 1;
             if let Some(s) = self.sessions.get_mut(&p.session) {
                 s.inflight -= 1;
@@ -610,7 +702,12 @@ impl Router {
             self.answered(now, bank, Side::Bank, request, p.netmgmt.as_ref(), response_code);
             return self.send_to_bank(bank, Some(p.session), parsed.ok().map(|m| m.mti()), data.message);
         }
-        if let Some(p) = self.expired.remove(&data.correlation_id) {
+        if !is_request && data.correlation_id != 0 && self.answered_recently.contains(&data.correlation_id) {
+            self.banks[b].counters.duplicates_dropped += 1;
+            return self.event(Event::Duplicate { bank, node });
+        }
+        if let Some(p) = (!is_request).then(|| self.expired.remove(&data.correlation_id)).flatten() {
+            self.remember_answered(data.correlation_id);
             self.banks[b].counters.late += 1;
             let mti = parsed.as_ref().ok().map(Message::mti);
             self.event(Event::Late { bank, node: p.node, from: Side::Node, key: p.key });
@@ -824,6 +921,17 @@ impl Router {
         Some(entry.sessions[chosen])
     }
 
+    fn remember_answered(&mut self, correlation: u64) {
+        if self.answered_recently.insert(correlation) {
+            self.answered_order.push_back(correlation);
+            if self.answered_order.len() > ANSWERED_MEMORY {
+                if let Some(old) = self.answered_order.pop_front() {
+                    self.answered_recently.remove(&old);
+                }
+            }
+        }
+    }
+
     /// A request got its response: application state, then the event.
     fn answered(
         &mut self,
@@ -884,6 +992,10 @@ impl Router {
         }
     }
 }
+
+/// Answered correlation ids remembered to drop second responses: far more than any
+/// switchover hands over, bounded so memory does not grow with the request rate.
+const ANSWERED_MEMORY: usize = 65_536;
 
 /// Stale timers dropped per timer armed: more than one, so queues shrink after a burst.
 const PRUNE_PER_PUSH: usize = 4;

@@ -31,6 +31,7 @@ fn router(policy: BadMessagePolicy) -> Router {
         nodes: vec!["A".into(), "B".into()],
         banks: vec![spec],
         late_window: Duration::from_secs(60),
+        hold_limit: 3,
     });
     r.node_link(A, true);
     r.node_link(B, true);
@@ -107,10 +108,58 @@ fn bank_request_goes_to_the_active_node_and_the_response_comes_back() {
     let c = r.counters(BANK);
     assert_eq!((c.requests_to_node, c.responses_to_bank, c.timeouts), (1, 1, 0));
     assert_eq!(r.inflight(BANK), 0);
-    // The same correlation id again matches nothing: it is delivered and counted.
+    // A second response to the same request is a duplicate: dropped, counted, reported.
     r.from_node(t1, A, to_bank_data(data.correlation_id, 7, auth_resp("000001")));
+    let acts = actions(&mut r);
+    assert!(sent_to_bank(&acts).is_empty());
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Duplicate { node: A, .. }))));
+    assert_eq!((r.counters(BANK).duplicates_dropped, r.counters(BANK).unmatched_from_node), (1, 0));
+    // A response with a correlation id nobody used is unmatched: delivered and counted.
+    r.from_node(t1, A, to_bank_data(999_999, 7, auth_resp("000001")));
     assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
     assert_eq!(r.counters(BANK).unmatched_from_node, 1);
+}
+
+#[test]
+fn held_traffic_is_released_in_order_to_the_new_node_and_answered_once() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    // A request in flight on A before the switch.
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let (_, before) = sent_to_node(&actions(&mut r));
+    r.hold(BANK);
+    for stan in ["000002", "000003", "000004"] {
+        r.from_bank(t0, BANK, 1, auth(stan));
+    }
+    let acts = actions(&mut r);
+    assert!(!acts.iter().any(|a| matches!(a, Action::ToNode { .. })), "held requests must not go out");
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::HoldLimit { held: 3, .. }))));
+    assert_eq!(r.held(BANK), 3);
+
+    let t1 = t0 + Duration::from_millis(4);
+    r.release(t1, BANK, B);
+    let acts = actions(&mut r);
+    let sent: Vec<(NodeId, Bytes)> = acts
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToNode { node, data } => Some((*node, data.message.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![(B, auth("000002")), (B, auth("000003")), (B, auth("000004"))]);
+    assert_eq!((r.held(BANK), r.active_node(BANK)), (0, B));
+
+    // The request handed over is answered by B (same correlation id), then A answers it too.
+    r.from_node(t1, B, to_bank_data(before.correlation_id, 1, auth_resp("000001")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
+    r.from_node(t1, A, to_bank_data(before.correlation_id, 1, auth_resp("000001")));
+    assert!(sent_to_bank(&actions(&mut r)).is_empty(), "the bank gets one response, not two");
+    assert_eq!(r.counters(BANK).duplicates_dropped, 1);
+    // Held requests keep their deadline from when the bank sent them (t0, not t1).
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    actions(&mut r);
+    assert_eq!(r.counters(BANK).timeouts, 3);
 }
 
 #[test]
@@ -332,4 +381,36 @@ fn answered_requests_do_not_leave_timers_behind() {
     }
     assert_eq!(r.counters(BANK).responses_to_bank, 10_000);
     assert!(r.timers_armed() < 10, "{} timers armed for nothing in flight", r.timers_armed());
+}
+
+#[test]
+fn a_node_request_whose_correlation_id_equals_one_of_ours_is_still_a_request() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let (_, ours) = sent_to_node(&actions(&mut r));
+    // The node's own request happens to carry the same number as our pending one.
+    r.from_node(
+        t0,
+        A,
+        to_bank_data(ours.correlation_id, 0, msg("0100", &[(11, "777777"), (41, "SWITCH01")])),
+    );
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
+    assert_eq!(
+        (r.counters(BANK).fo_requests_to_bank, r.inflight(BANK)),
+        (1, 1),
+        "our request is still pending"
+    );
+    // Our request is then answered normally, and answering it does not make the
+    // node's next request with that number a "duplicate".
+    r.from_node(t0, A, to_bank_data(ours.correlation_id, 1, auth_resp("000001")));
+    assert_eq!(r.counters(BANK).responses_to_bank, 1);
+    r.from_node(
+        t0,
+        A,
+        to_bank_data(ours.correlation_id, 0, msg("0100", &[(11, "777778"), (41, "SWITCH01")])),
+    );
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 2);
+    assert_eq!(r.counters(BANK).duplicates_dropped, 0);
 }
