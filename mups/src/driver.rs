@@ -2,13 +2,18 @@
 //! the links receive and the timer, and carries out its actions. It does nothing
 //! else (quinn's `ConnectionDriver` shape): every routing decision is in `proto`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use proto::fo_link::{CloseSession, Data, DataFlags, Direction, InventoryEnd, SessionDown, SessionUp};
+use proto::fo_link::{
+    CloseSession, Data, DataFlags, Direction, FoMessage, InventoryEnd, SessionDown, SessionUp,
+};
 use proto::router::{Action, BankIdx, Event, NodeId, Router, SessionView, Side, app_state_name};
+use proto::switchover::{
+    Input as SwitchInput, Output as SwitchOutput, Phase, SwitchConfig, SwitchPlan, Switchover,
+};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -18,6 +23,7 @@ use crate::metrics::{
     BankLabels, BankNodeLabels, BankSideLabels, MessageLabels, Metrics, NodeLabels, ResponseLabels,
     SessionStateLabels,
 };
+use crate::switching::{BankResult, BankSelection, Job, OutcomeView, SwitchRequest, node_input, phase_name};
 
 /// What the links and the API tell the router.
 #[derive(Debug)]
@@ -28,6 +34,8 @@ pub enum Input {
     NodeDown(NodeId),
     /// DATA from a node.
     NodeData(NodeId, Data),
+    /// A switchover message from a node (ACK, NACK, CONTEXT, SYNC_END).
+    NodeControl(NodeId, FoMessage),
     /// A heartbeat round trip.
     NodeRtt(NodeId, Duration),
     /// The local link to `pups` is attached; an inventory follows.
@@ -44,6 +52,10 @@ pub enum Input {
     BankData(Data),
     /// The API asks for the current state.
     Snapshot(oneshot::Sender<Snapshot>),
+    /// The API asks for a switchover job; the reply is its id, or why not.
+    Switch(SwitchRequest, oneshot::Sender<Result<u64, String>>),
+    /// The API asks for a job.
+    Job(u64, oneshot::Sender<Option<Job>>),
 }
 
 /// The state the API and console show.
@@ -88,7 +100,7 @@ pub struct Outputs {
     /// To `pups`.
     pub pups: mpsc::Sender<ToPups>,
     /// To each node, by `NodeId` index.
-    pub nodes: Vec<mpsc::Sender<Data>>,
+    pub nodes: Vec<mpsc::Sender<FoMessage>>,
 }
 
 struct Driver {
@@ -107,11 +119,18 @@ struct Driver {
     response_seconds: Vec<Vec<Histogram>>,
     /// Responses by bank, node and response code (at most 4 characters).
     responses: HashMap<(BankIdx, NodeId, [u8; 4]), Counter>,
+    /// Switchovers under way, by bank, with their job.
+    switches: HashMap<BankIdx, (u64, Switchover)>,
+    switch_cfg: SwitchConfig,
+    jobs: BTreeMap<u64, Job>,
+    next_job: u64,
+    next_switch: u64,
 }
 
 /// Runs the router until shutdown.
 pub async fn run(
     router: Router,
+    switch_cfg: SwitchConfig,
     mut inputs: mpsc::Receiver<Input>,
     out: Outputs,
     metrics: Metrics,
@@ -162,11 +181,21 @@ pub async fn run(
         to_bank,
         response_seconds,
         responses: HashMap::new(),
+        switches: HashMap::new(),
+        switch_cfg,
+        jobs: BTreeMap::new(),
+        next_job: 1,
+        next_switch: 1,
     };
     d.update_gauges();
     let mut gauges = tokio::time::interval(Duration::from_millis(500));
     loop {
-        let deadline = d.router.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline =
+            [d.router.poll_timeout(), d.switches.values().filter_map(|(_, s)| s.poll_timeout()).min()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
@@ -181,9 +210,20 @@ pub async fn run(
                     d.handle(now, more);
                 }
             }
-            _ = sleep_until(deadline) => d.router.handle_timeout(now()),
+            _ = sleep_until(deadline) => {
+                let now = now();
+                d.router.handle_timeout(now);
+                let banks: Vec<BankIdx> = d.switches.keys().copied().collect();
+                for bank in banks {
+                    if let Some((_, sw)) = d.switches.get_mut(&bank) {
+                        sw.handle_timeout(now);
+                    }
+                    d.pump_switch(now, bank);
+                }
+            }
             _ = gauges.tick() => d.update_gauges(),
         }
+        d.feed_drains(now());
         d.drain().await;
     }
 }
@@ -211,8 +251,32 @@ impl Driver {
                     warn!(node = self.router.node_name(node), "node down");
                 }
                 self.router.node_link(node, false);
+                let banks: Vec<BankIdx> = self.switches.keys().copied().collect();
+                for bank in banks {
+                    if let Some((_, sw)) = self.switches.get_mut(&bank) {
+                        sw.handle(now, SwitchInput::LinkDown(node));
+                    }
+                    self.pump_switch(now, bank);
+                }
             }
             Input::NodeRtt(node, rtt) => self.rtt[usize::from(node.0)] = Some(rtt),
+            Input::NodeControl(node, msg) => {
+                let Some((bank_id, input)) = node_input(node, msg) else { return };
+                let Some(bank) = self.router.bank(&bank_id) else { return };
+                match self.switches.get_mut(&bank) {
+                    Some((_, sw)) => sw.handle(now, input),
+                    None => {
+                        debug!(bank = %bank_id, "switchover message with no switchover under way: ignored")
+                    }
+                }
+                self.pump_switch(now, bank);
+            }
+            Input::Switch(req, reply) => {
+                let _ = reply.send(self.start_job(now, req));
+            }
+            Input::Job(id, reply) => {
+                let _ = reply.send(self.jobs.get(&id).cloned());
+            }
             Input::NodeData(node, data) => self.router.from_node(now, node, data),
             Input::PupsAttached => {
                 self.pups_attached = true;
@@ -282,7 +346,7 @@ impl Driver {
                     if let Some(bank) = self.router.bank(&data.bank_id) {
                         self.to_node[usize::from(bank.0)][usize::from(node.0)].inc();
                     }
-                    if let Err(e) = self.out.nodes[usize::from(node.0)].try_send(data) {
+                    if let Err(e) = self.out.nodes[usize::from(node.0)].try_send(FoMessage::Data(data)) {
                         let name = self.router.node_name(node).to_owned();
                         self.metrics.queue_overflow.get_or_create(&NodeLabels { node: name.clone() }).inc();
                         warn!(node = %name, error = %e, "node queue full: message dropped");
@@ -294,6 +358,156 @@ impl Driver {
                 }
                 Action::Event(event) => self.event(event),
             }
+        }
+    }
+
+    /// Starts a job: one switchover per bank named (skipping, with the reason, banks
+    /// already switching or already on the target node).
+    fn start_job(&mut self, now: std::time::Instant, req: SwitchRequest) -> Result<u64, String> {
+        let to = self.node_id(&req.to).ok_or_else(|| format!("no FO node {:?}", req.to))?;
+        let from = match &req.from {
+            Some(name) => Some(self.node_id(name).ok_or_else(|| format!("no FO node {name:?}"))?),
+            None => None,
+        };
+        if req.reason.trim().is_empty() {
+            return Err("a reason is required".into());
+        }
+        let banks: Vec<BankIdx> = match &req.banks {
+            BankSelection::All(_) => self.router.banks().collect(),
+            BankSelection::Some(ids) => {
+                let mut out = Vec::new();
+                for id in ids {
+                    out.push(self.router.bank(id).ok_or_else(|| format!("no bank {id:?}"))?);
+                }
+                out
+            }
+        };
+        let banks: Vec<BankIdx> =
+            banks.into_iter().filter(|&b| from.is_none_or(|f| self.router.active_node(b) == f)).collect();
+        if banks.is_empty() {
+            return Err("no bank matches".into());
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let mut job = Job::new(id, req.reason.clone(), req.mode);
+        for bank in &banks {
+            let current = self.router.active_node(*bank);
+            let skipped = if self.switches.contains_key(bank) {
+                Some("a switchover of this bank is already under way".to_owned())
+            } else if current == to {
+                Some("already on that node".to_owned())
+            } else {
+                None
+            };
+            job.banks.insert(
+                self.router.bank_id(*bank).to_owned(),
+                BankResult {
+                    from: self.router.node_name(current).to_owned(),
+                    to: req.to.clone(),
+                    phase: if skipped.is_some() { "skipped" } else { "starting" }.to_owned(),
+                    skipped,
+                    held_max: 0,
+                    outcome: None,
+                },
+            );
+        }
+        job.refresh_state();
+        info!(job = id, banks = banks.len(), to = %req.to, mode = ?req.mode, reason = %req.reason, "switch job");
+        self.jobs.insert(id, job);
+        for bank in banks {
+            let current = self.router.active_node(bank);
+            if self.switches.contains_key(&bank) || current == to {
+                continue;
+            }
+            let plan = SwitchPlan {
+                switch_id: self.next_switch,
+                bank_id: self.router.bank_id(bank).to_owned(),
+                from: current,
+                to,
+                mode: req.mode,
+            };
+            self.next_switch += 1;
+            self.switches.insert(bank, (id, Switchover::start(plan, self.switch_cfg, now)));
+            self.pump_switch(now, bank);
+        }
+        Ok(id)
+    }
+
+    fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.router.nodes().find(|(_, n, _)| *n == name).map(|(id, _, _)| id)
+    }
+
+    /// Carries out a switchover's outputs.
+    fn pump_switch(&mut self, now: std::time::Instant, bank: BankIdx) {
+        loop {
+            let Some((job_id, sw)) = self.switches.get_mut(&bank) else { return };
+            let job_id = *job_id;
+            let phase = sw.phase();
+            let Some(output) = sw.poll_output() else {
+                self.note_job(job_id, bank, |r| r.phase = phase_name(phase).to_owned());
+                return;
+            };
+            match output {
+                SwitchOutput::Send { node, message } => {
+                    if let Err(e) = self.out.nodes[usize::from(node.0)].try_send(message) {
+                        // The switchover's own timeout will roll it back.
+                        warn!(node = self.router.node_name(node), error = %e, "node queue full: switchover command dropped");
+                    }
+                }
+                SwitchOutput::Hold => self.router.hold(bank),
+                SwitchOutput::Release { to } => {
+                    let held = self.router.held(bank);
+                    self.note_job(job_id, bank, |r| r.held_max = r.held_max.max(held));
+                    self.router.release(now, bank, to);
+                }
+                SwitchOutput::Finished(outcome) => {
+                    let bank_id = self.router.bank_id(bank).to_owned();
+                    if outcome.switched {
+                        info!(bank = %bank_id, job = job_id, hold_us = outcome.hold.as_micros() as u64,
+                              contexts = outcome.contexts, "switchover committed");
+                    } else {
+                        warn!(bank = %bank_id, job = job_id, reason = ?outcome.aborted.as_ref().map(ToString::to_string),
+                              "switchover rolled back");
+                    }
+                    let phase = if outcome.switched { Phase::Committed } else { Phase::RolledBack };
+                    self.note_job(job_id, bank, |r| {
+                        r.phase = phase_name(phase).to_owned();
+                        r.outcome = Some(OutcomeView::from(&outcome));
+                    });
+                    self.switches.remove(&bank);
+                    if let Some(job) = self.jobs.get_mut(&job_id) {
+                        job.refresh_state();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn note_job(&mut self, job: u64, bank: BankIdx, f: impl FnOnce(&mut BankResult)) {
+        let bank_id = self.router.bank_id(bank);
+        if let Some(r) = self.jobs.get_mut(&job).and_then(|j| j.banks.get_mut(bank_id)) {
+            f(r);
+        }
+    }
+
+    /// Tells draining switchovers how many requests are still in flight.
+    fn feed_drains(&mut self, now: std::time::Instant) {
+        let draining: Vec<BankIdx> = self
+            .switches
+            .iter()
+            .filter(|(_, (_, s))| s.phase() == Phase::Draining)
+            .map(|(b, _)| *b)
+            .collect();
+        for bank in draining {
+            let inflight = self.router.inflight(bank);
+            let held = self.router.held(bank);
+            if let Some((job, sw)) = self.switches.get_mut(&bank) {
+                let job = *job;
+                sw.handle(now, SwitchInput::Inflight(inflight));
+                self.note_job(job, bank, |r| r.held_max = r.held_max.max(held));
+            }
+            self.pump_switch(now, bank);
         }
     }
 
@@ -380,7 +594,14 @@ impl Driver {
                 );
             }
             Event::HoldLimit { bank, held } => {
-                warn!(bank = self.router.bank_id(bank), held, "held messages reached the hold limit");
+                warn!(
+                    bank = self.router.bank_id(bank),
+                    held, "held messages reached the hold limit: aborting the switchover"
+                );
+                if let Some((_, sw)) = self.switches.get_mut(&bank) {
+                    sw.handle(now(), SwitchInput::Cancel);
+                }
+                self.pump_switch(now(), bank);
             }
             Event::Protocol { node, detail } => {
                 warn!(node = self.router.node_name(node), %detail, "node broke the protocol");

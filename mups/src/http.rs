@@ -1,21 +1,24 @@
-//! The management HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, and the
-//! read-only `/api/v1/state`. Served on the management address, never the bank VIP.
+//! The management HTTP server (axum): `/metrics`, `/healthz`, `/readyz`,
+//! `/api/v1/state`, and FO switchover jobs (`POST /api/v1/banks/{id}/switch`,
+//! `POST /api/v1/switch`, `GET /api/v1/jobs/{id}`). Served on the management address, never the bank VIP.
 //! Every `/api` route needs the configured bearer token; without a configured
 //! token, `/api` refuses every request.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{Input, Snapshot};
 use crate::metrics::Metrics;
+use crate::switching::{BankSelection, SwitchRequest};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -32,6 +35,9 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/state", get(api_state))
+        .route("/api/v1/banks/{id}/switch", post(switch_bank))
+        .route("/api/v1/switch", post(switch_bulk))
+        .route("/api/v1/jobs/{id}", get(job))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -100,5 +106,72 @@ async fn readyz(State(state): State<AppState>) -> Response {
             "banks_without_node": down})),
         )
             .into_response()
+    }
+}
+
+/// Body of `POST /api/v1/banks/{id}/switch`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchOne {
+    to: String,
+    mode: proto::switchover::Mode,
+    reason: String,
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"code": "bad_request", "message": message}))).into_response()
+}
+
+async fn start_job(state: &AppState, req: SwitchRequest) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if state.router.send(Input::Switch(req, tx)).await.is_err() {
+        return unavailable("the router is not running");
+    }
+    match rx.await {
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({"job_id": id}))).into_response(),
+        Ok(Err(message)) => bad_request(&message),
+        Err(_) => unavailable("the router is not running"),
+    }
+}
+
+async fn switch_bank(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<SwitchOne>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(&e.body_text()),
+    };
+    let req = SwitchRequest {
+        banks: BankSelection::Some(vec![id]),
+        from: None,
+        to: body.to,
+        mode: body.mode,
+        reason: body.reason,
+    };
+    start_job(&state, req).await
+}
+
+async fn switch_bulk(
+    State(state): State<AppState>,
+    body: Result<Json<SwitchRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body {
+        Ok(Json(req)) => start_job(&state, req).await,
+        Err(e) => bad_request(&e.body_text()),
+    }
+}
+
+async fn job(State(state): State<AppState>, Path(id): Path<u64>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if state.router.send(Input::Job(id, tx)).await.is_err() {
+        return unavailable("the router is not running");
+    }
+    match rx.await {
+        Ok(Some(job)) => Json(job).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"code": "not_found", "message": "no such job"})))
+            .into_response(),
+        Err(_) => unavailable("the router is not running"),
     }
 }

@@ -10,6 +10,8 @@
 //! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/state`.
 //! - [`metrics`]: the Prometheus metric set.
+//! - [`switching`]: FO switchover jobs (requests, per-bank results) around
+//!   `proto::switchover`, driven by [`driver`].
 //! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`).
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 #![forbid(unsafe_code)]
@@ -23,3 +25,4 @@ pub mod local_link;
 pub mod metrics;
 pub mod node_link;
 pub mod runtime;
+pub mod switching;

@@ -29,11 +29,11 @@ pub struct NodeLinkConfig {
     pub link: LinkSettings,
 }
 
-/// Runs the link until shutdown. DATA for the node arrives on `outbound`; what the
+/// Runs the link until shutdown. Messages for the node arrive on `outbound`; what the
 /// node sends goes to the router as [`Input`]s.
 pub async fn run(
     cfg: NodeLinkConfig,
-    mut outbound: mpsc::Receiver<proto::fo_link::Data>,
+    mut outbound: mpsc::Receiver<FoMessage>,
     to_router: mpsc::Sender<Input>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -64,7 +64,7 @@ pub async fn run(
 
 async fn serve(
     cfg: &NodeLinkConfig,
-    outbound: &mut mpsc::Receiver<proto::fo_link::Data>,
+    outbound: &mut mpsc::Receiver<FoMessage>,
     outbox: &mut Outbox,
     to_router: &mpsc::Sender<Input>,
     backoff: &mut Backoff,
@@ -108,7 +108,10 @@ async fn serve(
                 other if other.kind().is_local_link_only() => {
                     return Err(LinkError::Rules(format!("{} is not valid on an FO link", other.kind())));
                 }
-                other => debug!(kind = %other.kind(), "message not handled on this link yet"),
+                msg @ (FoMessage::Ack(_) | FoMessage::Nack(_) | FoMessage::Context(_) | FoMessage::SyncEnd(_)) => {
+                    let _ = to_router.send(Input::NodeControl(cfg.node, msg)).await;
+                }
+                other => debug!(kind = %other.kind(), "message a node does not send to mups: ignored"),
             },
             Some(data) = outbound.recv() => {
                 outbox.push(data)?;

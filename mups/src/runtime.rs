@@ -99,7 +99,18 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
     tasks.push(tokio::spawn(local_link::run(local, pups_rx, router_tx.clone(), shutdown_rx.clone())));
     let router = Router::new(cfg.router_config());
     let outputs = Outputs { pups: pups_tx, nodes: node_txs };
-    tasks.push(tokio::spawn(driver::run(router, router_rx, outputs, metrics.clone(), shutdown_rx.clone())));
+    let switch_cfg = proto::switchover::SwitchConfig {
+        command_timeout: Duration::from_millis(m.switch_command_timeout_ms),
+        drain_timeout: Duration::from_millis(m.drain_timeout_ms),
+    };
+    tasks.push(tokio::spawn(driver::run(
+        router,
+        switch_cfg,
+        router_rx,
+        outputs,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    )));
 
     let addr = http_listen.unwrap_or(m.http_listen);
     let listener =

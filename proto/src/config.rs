@@ -104,6 +104,10 @@ pub struct MupsSection {
     pub worker_threads: usize,
     /// Messages held per bank during an FO switchover before it is aborted.
     pub hold_limit: usize,
+    /// Longest wait for a node's answer to a switchover command, milliseconds.
+    pub switch_command_timeout_ms: u64,
+    /// Longest wait for a bank's requests in flight to reach zero in drain mode, milliseconds.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for MupsSection {
@@ -119,6 +123,8 @@ impl Default for MupsSection {
             api_token: None,
             worker_threads: 0,
             hold_limit: 10_000,
+            switch_command_timeout_ms: 500,
+            drain_timeout_ms: 10_000,
         }
     }
 }

@@ -1,0 +1,161 @@
+//! FO switchover jobs: what operators ask for (one bank, several, all; to a node;
+//! drain or force) and what became of each bank. Each bank's switchover is a
+//! `proto::switchover::Switchover` driven by the router driver; this module keeps
+//! the jobs and turns node messages into the machine's inputs.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use proto::fo_link::FoMessage;
+use proto::router::NodeId;
+use proto::switchover::{Input as SwitchInput, Mode, Outcome, Phase};
+use serde::{Deserialize, Serialize};
+
+/// Which banks a request names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BankSelection {
+    /// `"all"`.
+    All(AllBanks),
+    /// Bank ids.
+    Some(Vec<String>),
+}
+
+/// The word `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AllBanks {
+    /// Every bank.
+    All,
+}
+
+/// A switch request, as the API takes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRequest {
+    /// The banks.
+    pub banks: BankSelection,
+    /// Only banks currently on this node (bulk).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// The node to move them to.
+    pub to: String,
+    /// Drain or force.
+    pub mode: Mode,
+    /// Why (audit).
+    pub reason: String,
+}
+
+/// One bank's part of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct BankResult {
+    /// The node it was on.
+    pub from: String,
+    /// The node it was to move to.
+    pub to: String,
+    /// Where its switchover is, or `"skipped"`.
+    pub phase: String,
+    /// Why it was skipped, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// Most messages held at once.
+    pub held_max: usize,
+    /// How it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<OutcomeView>,
+}
+
+/// A finished switchover, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutcomeView {
+    /// The bank is on the new node.
+    pub switched: bool,
+    /// Why it was rolled back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
+    /// Whether both nodes confirmed the rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_confirmed: Option<bool>,
+    /// Contexts handed over.
+    pub contexts: u32,
+    /// Drain deadline reached.
+    pub drain_deadline_reached: bool,
+    /// Traffic held, microseconds.
+    pub hold_micros: u64,
+    /// Whole switchover, microseconds.
+    pub total_micros: u64,
+}
+
+impl From<&Outcome> for OutcomeView {
+    fn from(o: &Outcome) -> Self {
+        Self {
+            switched: o.switched,
+            aborted: o.aborted.as_ref().map(ToString::to_string),
+            rollback_confirmed: o.rollback_confirmed,
+            contexts: o.contexts,
+            drain_deadline_reached: o.drain_deadline_reached,
+            hold_micros: o.hold.as_micros() as u64,
+            total_micros: o.total.as_micros() as u64,
+        }
+    }
+}
+
+/// A switch job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    /// Job id.
+    pub id: u64,
+    /// Why.
+    pub reason: String,
+    /// Drain or force.
+    pub mode: Mode,
+    /// When it was asked for, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// `running` or `done`.
+    pub state: &'static str,
+    /// Per bank.
+    pub banks: BTreeMap<String, BankResult>,
+}
+
+impl Job {
+    /// A new job.
+    pub fn new(id: u64, reason: String, mode: Mode) -> Self {
+        let created_unix_ms =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { id, reason, mode, created_unix_ms, state: "running", banks: BTreeMap::new() }
+    }
+
+    /// Marks the job done when no bank is still switching.
+    pub fn refresh_state(&mut self) {
+        let running = self.banks.values().any(|b| b.outcome.is_none() && b.skipped.is_none());
+        self.state = if running { "running" } else { "done" };
+    }
+}
+
+/// The name of a phase, for the API.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Draining => "draining",
+        Phase::SyncBegin => "sync_begin",
+        Phase::Transferring => "transferring",
+        Phase::Deactivating => "deactivating",
+        Phase::Activating => "activating",
+        Phase::Committed => "committed",
+        Phase::RollingBack => "rolling_back",
+        Phase::RolledBack => "rolled_back",
+    }
+}
+
+/// A node's switchover message as the machine's input, with the bank it concerns.
+pub fn node_input(node: NodeId, msg: FoMessage) -> Option<(String, SwitchInput)> {
+    match msg {
+        FoMessage::Ack(a) => Some((a.bank_id, SwitchInput::Ack { node, cmd_id: a.cmd_id })),
+        FoMessage::Nack(n) => Some((
+            n.bank_id,
+            SwitchInput::Nack { node, cmd_id: n.cmd_id, reason: n.reason, detail: n.detail },
+        )),
+        FoMessage::Context(c) => Some((c.bank_id.clone(), SwitchInput::Context(node, c))),
+        FoMessage::SyncEnd(e) => Some((e.bank_id.clone(), SwitchInput::SyncEnd(node, e))),
+        _ => None,
+    }
+}
