@@ -16,6 +16,33 @@ use std::time::Duration;
 use proto::config::ApplianceConfig;
 use sim::fo_node::{self, FoNodeConfig, FoNodeHandle};
 
+/// The lab's API bearer token.
+pub const API_TOKEN: &str = "e2e-token";
+
+/// An HTTP/1.1 request to `mups`'s management listener: (status, body).
+pub async fn http(
+    lab: &Lab,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(lab.mups.http_addr).await.expect("connect");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: e2e\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
 /// One bank of the lab.
 #[derive(Debug, Clone)]
 pub struct LabBank {
@@ -161,7 +188,7 @@ impl Lab {
 
 fn config_toml(dir: &std::path::Path, nodes: &[FoNodeHandle], banks: &[LabBank]) -> String {
     let mut out = format!(
-        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\n\n",
+        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n\n",
         dir.join("pups.sock").display()
     );
     for node in nodes {
