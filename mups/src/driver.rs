@@ -122,6 +122,7 @@ struct Driver {
     /// Switchovers under way, by bank, with their job.
     switches: HashMap<BankIdx, (u64, Switchover)>,
     switch_cfg: SwitchConfig,
+    auto_failover: bool,
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     next_switch: u64,
@@ -131,6 +132,7 @@ struct Driver {
 pub async fn run(
     router: Router,
     switch_cfg: SwitchConfig,
+    auto_failover: bool,
     mut inputs: mpsc::Receiver<Input>,
     out: Outputs,
     metrics: Metrics,
@@ -183,6 +185,7 @@ pub async fn run(
         responses: HashMap::new(),
         switches: HashMap::new(),
         switch_cfg,
+        auto_failover,
         jobs: BTreeMap::new(),
         next_job: 1,
         next_switch: 1,
@@ -257,6 +260,9 @@ impl Driver {
                         sw.handle(now, SwitchInput::LinkDown(node));
                     }
                     self.pump_switch(now, bank);
+                }
+                if self.auto_failover {
+                    self.fail_over(node);
                 }
             }
             Input::NodeRtt(node, rtt) => self.rtt[usize::from(node.0)] = Some(rtt),
@@ -431,6 +437,63 @@ impl Driver {
             self.pump_switch(now, bank);
         }
         Ok(id)
+    }
+
+    /// A node is down: every bank active on it moves at once to its reserve, if the
+    /// reserve is up (no sync is possible with a dead node). Requests in flight on
+    /// the dead node time out at the bank (counted as timeouts); their late answers,
+    /// should the node come back, are still delivered once. There is no automatic
+    /// failback, so a flapping node cannot bounce banks back and forth.
+    fn fail_over(&mut self, dead: NodeId) {
+        let banks: Vec<BankIdx> =
+            self.router.banks().filter(|&b| self.router.active_node(b) == dead).collect();
+        if banks.is_empty() {
+            return;
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let dead_name = self.router.node_name(dead).to_owned();
+        let mut job = Job::new(
+            id,
+            format!("automatic failover: node {dead_name} down"),
+            proto::switchover::Mode::Force,
+        );
+        for bank in banks {
+            let bank_id = self.router.bank_id(bank).to_owned();
+            let reserve = self.router.reserve_node(bank).filter(|&r| r != dead);
+            let (to, skipped) = match reserve {
+                Some(r) if self.router.node_is_up(r) => {
+                    self.router.set_active_node(bank, r);
+                    warn!(bank = %bank_id, from = %dead_name, to = self.router.node_name(r), job = id,
+                          inflight = self.router.inflight(bank), "automatic failover");
+                    (self.router.node_name(r).to_owned(), None)
+                }
+                Some(r) => {
+                    warn!(bank = %bank_id, "both nodes of the bank are down: its requests are counted as no_route; its sessions stay open");
+                    (self.router.node_name(r).to_owned(), Some("reserve node is down too".to_owned()))
+                }
+                None => {
+                    warn!(bank = %bank_id, "node down and the bank has no reserve node");
+                    (String::new(), Some("no reserve node".to_owned()))
+                }
+            };
+            let phase = if skipped.is_some() { "skipped" } else { "committed" }.to_owned();
+            let outcome = skipped.is_none().then_some(OutcomeView {
+                switched: true,
+                aborted: None,
+                rollback_confirmed: None,
+                contexts: 0,
+                drain_deadline_reached: false,
+                hold_micros: 0,
+                total_micros: 0,
+            });
+            job.banks.insert(
+                bank_id,
+                BankResult { from: dead_name.clone(), to, phase, skipped, held_max: 0, outcome },
+            );
+        }
+        job.refresh_state();
+        self.jobs.insert(id, job);
     }
 
     fn node_id(&self, name: &str) -> Option<NodeId> {

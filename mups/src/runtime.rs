@@ -106,6 +106,7 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
     tasks.push(tokio::spawn(driver::run(
         router,
         switch_cfg,
+        m.auto_failover,
         router_rx,
         outputs,
         metrics.clone(),

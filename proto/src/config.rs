@@ -108,6 +108,8 @@ pub struct MupsSection {
     pub switch_command_timeout_ms: u64,
     /// Longest wait for a bank's requests in flight to reach zero in drain mode, milliseconds.
     pub drain_timeout_ms: u64,
+    /// When a node goes down, move every bank active on it to its reserve (if up).
+    pub auto_failover: bool,
 }
 
 impl Default for MupsSection {
@@ -125,6 +127,7 @@ impl Default for MupsSection {
             hold_limit: 10_000,
             switch_command_timeout_ms: 500,
             drain_timeout_ms: 10_000,
+            auto_failover: true,
         }
     }
 }
@@ -367,6 +370,7 @@ impl ApplianceConfig {
                     netmgmt: b.netmgmt.clone(),
                     request_timeout: b.request_timeout(),
                     active: self.node_id(&b.active_node).expect("validated"),
+                    reserve: b.reserve_node.as_deref().and_then(|n| self.node_id(n)),
                     bad_message: b.bad_message,
                 })
                 .collect(),

@@ -65,6 +65,8 @@ pub struct BankSpec {
     pub request_timeout: Duration,
     /// The node the bank is routed to.
     pub active: NodeId,
+    /// Its hot reserve, for automatic failover.
+    pub reserve: Option<NodeId>,
     /// What to do with a message that does not decode.
     pub bad_message: BadMessagePolicy,
 }
@@ -473,6 +475,16 @@ impl Router {
     /// The node a bank is routed to.
     pub fn active_node(&self, bank: BankIdx) -> NodeId {
         self.banks[usize::from(bank.0)].spec.active
+    }
+
+    /// The bank's reserve node, if it has one.
+    pub fn reserve_node(&self, bank: BankIdx) -> Option<NodeId> {
+        self.banks[usize::from(bank.0)].spec.reserve
+    }
+
+    /// Whether a node's link is up.
+    pub fn node_is_up(&self, node: NodeId) -> bool {
+        self.node_up[usize::from(node.0)]
     }
 
     /// Routes a bank to another node from now on. Requests in flight on the old

@@ -25,6 +25,7 @@ fn router(policy: BadMessagePolicy) -> Router {
         netmgmt: NetMgmtCodes::default(),
         request_timeout: Duration::from_secs(10),
         active: A,
+        reserve: Some(B),
         bad_message: policy,
     };
     let mut r = Router::new(RouterConfig {

@@ -27,7 +27,7 @@ async fn switch_api_needs_the_token_validates_and_reports_jobs() {
     assert_eq!(status, 202, "{accepted}");
     let id = serde_json::from_str::<Value>(&accepted).unwrap()["job_id"].as_u64().unwrap();
     let mut job = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..1000 {
         let (status, text) = http(&lab, "GET", &format!("/api/v1/jobs/{id}"), Some(API_TOKEN), None).await;
         assert_eq!(status, 200);
         job = serde_json::from_str(&text).unwrap();
