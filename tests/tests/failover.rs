@@ -30,6 +30,9 @@ async fn a_dead_node_s_banks_move_to_the_reserve_and_sessions_stay_up() {
         runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
+    // Node A stops answering just before it dies, so requests are surely in flight on it.
+    lab.nodes[0].set_rules(vec!["delay=60000".parse().unwrap()]).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     lab.nodes[0].die().await;
     let snap = lab
         .wait_until("every bank on B", |s| s.banks.iter().all(|b| b.active_node == "B") && !s.nodes[0].up)
@@ -49,6 +52,7 @@ async fn a_dead_node_s_banks_move_to_the_reserve_and_sessions_stay_up() {
         assert!(c.answered > c.sent / 2, "{id}: traffic did not go on after the failover");
         lost_at_banks += c.lost;
     }
+    assert!(lost_at_banks > 0, "the test meant to have requests in flight on the dead node");
     // mups counted every one of them as a timeout (none silently dropped).
     let snap = lab
         .wait_until("timeouts counted", |s| {
