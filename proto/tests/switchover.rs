@@ -173,15 +173,18 @@ fn force_switch_hands_over_every_context_and_releases_to_the_new_node() {
     assert_eq!(r.outcome.hold, r.outcome.total);
 }
 
+/// Every command of a switchover, as (what node A, what node B) is sent.
+const STEPS: [(Option<FoKind>, Option<FoKind>); 5] = [
+    (Some(FoKind::SyncBegin), None),
+    (None, Some(FoKind::SyncBegin)),
+    (None, Some(FoKind::Context)),
+    (Some(FoKind::Deactivate), None),
+    (None, Some(FoKind::Activate)),
+];
+
 #[test]
 fn a_nack_at_any_step_rolls_back_to_the_old_node() {
-    let steps = [
-        (Some(FoKind::SyncBegin), None),
-        (None, Some(FoKind::SyncBegin)),
-        (None, Some(FoKind::Context)),
-        (Some(FoKind::Deactivate), None),
-        (None, Some(FoKind::Activate)),
-    ];
+    let steps = STEPS;
     for (a_nack, b_nack) in steps {
         let a = Node { contexts: 2, nack_on: a_nack, ..Node::default() };
         let b = Node { nack_on: b_nack, ..Node::default() };
@@ -202,13 +205,7 @@ fn a_nack_at_any_step_rolls_back_to_the_old_node() {
 
 #[test]
 fn silence_at_any_step_times_out_and_rolls_back() {
-    let steps = [
-        (Some(FoKind::SyncBegin), None),
-        (None, Some(FoKind::SyncBegin)),
-        (None, Some(FoKind::Context)),
-        (Some(FoKind::Deactivate), None),
-        (None, Some(FoKind::Activate)),
-    ];
+    let steps = STEPS;
     for (a_silent, b_silent) in steps {
         let a = Node { contexts: 2, silent_on: a_silent, ..Node::default() };
         let b = Node { silent_on: b_silent, ..Node::default() };

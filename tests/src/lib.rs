@@ -98,6 +98,21 @@ pub fn default_banks() -> Vec<LabBank> {
     ]
 }
 
+/// A bank simulator aimed at one of the lab's banks, with its framing and layout;
+/// tests adjust the load fields.
+pub fn bank_sim_config(lab: &Lab, bank: &LabBank, sessions: u32, rate: f64) -> sim::bank::BankSimConfig {
+    sim::bank::BankSimConfig {
+        target: lab.bank_addr(bank.id).to_string(),
+        sessions,
+        framing: bank.framing.parse().expect("lab framing names are valid"),
+        tpdu: bank.tpdu.map(str::to_owned),
+        layout: bank.layout.to_owned(),
+        rate,
+        pipeline: 4,
+        ..sim::bank::BankSimConfig::default()
+    }
+}
+
 /// A running single-appliance lab.
 pub struct Lab {
     /// The FO node simulators, `A` then `B`.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{Lab, counters_by_bank, default_banks};
+use e2e::{Lab, bank_sim_config, counters_by_bank, default_banks};
 use sim::bank::{self, BankSimConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,18 +14,11 @@ async fn traffic_both_ways_through_every_layout_and_framing() {
     let mut runs = Vec::new();
     for b in &lab.banks {
         let cfg = BankSimConfig {
-            target: lab.bank_addr(b.id).to_string(),
-            sessions: 3,
-            framing: b.framing.parse().unwrap(),
-            tpdu: b.tpdu.map(str::to_owned),
-            layout: b.layout.to_owned(),
-            rate: 400.0,
-            pipeline: 4,
             requests: Some(900),
             sign_on: true,
             echo_idle: Some(Duration::from_millis(300)),
             grace: Duration::from_secs(10),
-            ..BankSimConfig::default()
+            ..bank_sim_config(&lab, b, 3, 400.0)
         };
         runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }

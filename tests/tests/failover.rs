@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{Lab, default_banks};
+use e2e::{Lab, bank_sim_config, default_banks};
 use sim::bank::{self, BankSimConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,18 +14,11 @@ async fn a_dead_node_s_banks_move_to_the_reserve_and_sessions_stay_up() {
     let mut runs = Vec::new();
     for b in &lab.banks {
         let cfg = BankSimConfig {
-            target: lab.bank_addr(b.id).to_string(),
-            sessions: 2,
-            framing: b.framing.parse().unwrap(),
-            tpdu: b.tpdu.map(str::to_owned),
-            layout: b.layout.to_owned(),
-            rate: 200.0,
-            pipeline: 4,
             duration: Some(Duration::from_secs(3)),
             // Requests lost with node A wait this long at the bank.
             timeout: Duration::from_secs(2),
             grace: Duration::from_secs(4),
-            ..BankSimConfig::default()
+            ..bank_sim_config(&lab, b, 2, 200.0)
         };
         runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }

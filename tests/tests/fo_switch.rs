@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use e2e::{Lab, default_banks};
+use e2e::{Lab, bank_sim_config, default_banks};
 use mups::driver::Input;
 use mups::switching::{AllBanks, BankSelection, Job, SwitchRequest};
 use proto::switchover::Mode;
@@ -41,17 +41,10 @@ async fn every_bank_switches_back_and_forth_under_load_without_loss() {
     let mut runs = Vec::new();
     for b in &lab.banks {
         let cfg = BankSimConfig {
-            target: lab.bank_addr(b.id).to_string(),
-            sessions: 2,
-            framing: b.framing.parse().unwrap(),
-            tpdu: b.tpdu.map(str::to_owned),
-            layout: b.layout.to_owned(),
-            rate: 200.0,
-            pipeline: 4,
             duration: Some(Duration::from_secs(4)),
             sign_on: true,
             grace: Duration::from_secs(10),
-            ..BankSimConfig::default()
+            ..bank_sim_config(&lab, b, 2, 200.0)
         };
         runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
