@@ -12,6 +12,8 @@
 //! - [`matching`]: [`MatchKeyConfig`] and [`MatchKey`].
 //! - [`netmgmt`]: sign-on/sign-off/echo classification, [`ResponseCode`].
 //! - [`mask`]: masked rendering for logs.
+//! - [`respond`]: responses built from their request (node simulator replies,
+//!   `mups`'s synthetic declines).
 //! - [`error`]: [`DecodeError`] and [`EncodeError`], each naming the part and offset.
 
 pub mod charset;
@@ -23,6 +25,7 @@ pub mod matching;
 pub mod message;
 pub mod mti;
 pub mod netmgmt;
+pub mod respond;
 
 pub use charset::Charset;
 pub use encode::FieldSource;
