@@ -74,6 +74,17 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// Labels: bank, how a switchover ended, and its mode.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SwitchoverLabels {
+    /// Bank id.
+    pub bank: String,
+    /// `committed` or `rolled_back`.
+    pub outcome: &'static str,
+    /// `drain`, `force`, or `failover` (automatic, no sync possible).
+    pub mode: &'static str,
+}
+
 /// Every metric `mups` exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -111,6 +122,18 @@ pub struct Metrics {
     pub node_rtt_micros: Family<NodeLabels, Gauge>,
     /// 1 while `pups` is attached.
     pub pups_attached: Gauge,
+    /// Bank requests answered with a synthetic decline (node lost).
+    pub declined: Family<BankNodeLabels, Counter>,
+    /// Finished switchovers by bank, outcome and mode.
+    pub switchovers: Family<SwitchoverLabels, Counter>,
+    /// How long each switchover held its bank's traffic.
+    pub switchover_hold_seconds: Histogram,
+    /// Switchovers under way.
+    pub switchovers_running: Gauge,
+    /// Times a node's link went down.
+    pub node_down_events: Family<NodeLabels, Counter>,
+    /// 1 while a node is flapping (automatic failback to it suspended).
+    pub node_flapping: Family<NodeLabels, Gauge>,
 }
 
 impl Metrics {
@@ -173,6 +196,31 @@ impl Metrics {
         );
         let pups_attached = Gauge::default();
         registry.register("pups_attached", "1 while pups is attached", pups_attached.clone());
+        let declined = Family::default();
+        registry.register(
+            "declined",
+            "Bank requests answered with a synthetic decline because their node was lost",
+            declined.clone(),
+        );
+        let switchovers = Family::default();
+        registry.register("switchovers", "Finished FO switchovers by outcome and mode", switchovers.clone());
+        let switchover_hold_seconds =
+            Histogram::new([0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 10.0]);
+        registry.register(
+            "switchover_hold_seconds",
+            "How long a switchover held its bank's requests",
+            switchover_hold_seconds.clone(),
+        );
+        let switchovers_running = Gauge::default();
+        registry.register("switchovers_running", "FO switchovers under way", switchovers_running.clone());
+        let node_down_events = Family::default();
+        registry.register("node_down_events", "Times a node link went down", node_down_events.clone());
+        let node_flapping = Family::default();
+        registry.register(
+            "node_flapping",
+            "1 while a node is flapping (automatic failback to it suspended)",
+            node_flapping.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             messages,
@@ -191,6 +239,12 @@ impl Metrics {
             node_up,
             node_rtt_micros,
             pups_attached,
+            declined,
+            switchovers,
+            switchover_hold_seconds,
+            switchovers_running,
+            node_down_events,
+            node_flapping,
         }
     }
 

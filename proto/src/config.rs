@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::FrameConfig;
 use crate::iso8583::{Layout, MatchKeyConfig, NetMgmtCodes, RawFieldSpec};
-use crate::router::{BadMessagePolicy, BankSpec, NodeId, RouterConfig};
+use crate::router::{BadMessagePolicy, BankSpec, NodeId, NodeLossPolicy, RouterConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,6 +219,28 @@ pub struct BankConfig {
     /// Network-management codes.
     #[serde(default)]
     pub netmgmt: NetMgmtCodes,
+    /// Requests whose node is lost: `timeout` (the bank's timer runs out) or
+    /// `decline` (answered at once with `decline_code`).
+    #[serde(default)]
+    pub on_node_loss: NodeLossKind,
+    /// DE39 of the synthetic decline, for `on_node_loss = "decline"`.
+    #[serde(default = "default_decline_code")]
+    pub decline_code: String,
+}
+
+/// `on_node_loss`: see [`NodeLossPolicy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeLossKind {
+    /// Let the bank's requests time out.
+    #[default]
+    Timeout,
+    /// Answer them with a decline.
+    Decline,
+}
+
+fn default_decline_code() -> String {
+    "91".into()
 }
 
 fn default_max_sessions() -> usize {
@@ -241,6 +263,14 @@ impl BankConfig {
             v4 => v4,
         };
         self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The node-loss policy.
+    pub fn node_loss_policy(&self) -> NodeLossPolicy {
+        match self.on_node_loss {
+            NodeLossKind::Timeout => NodeLossPolicy::Timeout,
+            NodeLossKind::Decline => NodeLossPolicy::Decline { code: self.decline_code.clone() },
+        }
     }
 
     /// The request timeout.
@@ -339,6 +369,13 @@ impl ApplianceConfig {
                     issue(at("active_node"), format!("no fo_node has id {node:?}"));
                 }
             }
+            if b.on_node_loss == NodeLossKind::Decline {
+                if let Ok(layout) = b.build_layout() {
+                    if let Err(e) = probe_decline(&layout, &b.decline_code) {
+                        issue(at("decline_code"), e);
+                    }
+                }
+            }
             if b.request_timeout_ms == 0 {
                 issue(at("request_timeout_ms"), "must be above 0".into());
             }
@@ -372,12 +409,24 @@ impl ApplianceConfig {
                     active: self.node_id(&b.active_node).expect("validated"),
                     reserve: b.reserve_node.as_deref().and_then(|n| self.node_id(n)),
                     bad_message: b.bad_message,
+                    on_node_loss: b.node_loss_policy(),
                 })
                 .collect(),
             late_window: Duration::from_secs(self.mups.late_window_s),
             hold_limit: self.mups.hold_limit,
         }
     }
+}
+
+/// Whether the layout can write a decline with `code` in DE39 (its length and
+/// characters), tried on a minimal request so a bad code fails at start, not when
+/// a node is lost.
+fn probe_decline(layout: &Layout, code: &str) -> Result<(), String> {
+    let request = layout.encode_to_vec("0100", [(11, "000001")]).map_err(|e| e.to_string())?;
+    let request = crate::iso8583::Message::parse(layout, &request).map_err(|e| e.to_string())?;
+    crate::iso8583::respond::build_decline(layout, &request, code, &[])
+        .map(drop)
+        .map_err(|e| format!("{code:?} cannot be written as DE39: {e}"))
 }
 
 #[cfg(test)]
@@ -438,12 +487,22 @@ match_key = { fields = [11, 41, 42] }
             .replace(r#"active_node = "B""#, r#"active_node = "C""#)
             .replace(r#"allow = ["127.0.0.0/8"]"#, "allow = []")
             .replace("max_len = 500", "max_len = 5000")
-            .replace("[11, 41, 42]", "[11, 35]");
+            .replace("[11, 41, 42]", "[11, 35]")
+            .replace(
+                "reserve_node = \"B\"",
+                "reserve_node = \"B\"\non_node_loss = \"decline\"\ndecline_code = \"9\"",
+            );
         let err = ApplianceConfig::from_toml_str(&bad).unwrap_err();
         let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["bank[0].allow", "bank[1].layout", "bank[1].active_node", "bank[1].match_key"],
+            [
+                "bank[0].allow",
+                "bank[0].decline_code",
+                "bank[1].layout",
+                "bank[1].active_node",
+                "bank[1].match_key"
+            ],
             "{err}"
         );
         assert!(err.to_string().contains("no fo_node has id \"C\""));

@@ -15,6 +15,8 @@
 //!   flight both ways, timeouts, late and unmatched responses, session application state.
 //! - [`switchover`]: one bank's FO switchover (sync, context hand-over, deactivate,
 //!   activate; abort and roll back), as a sans-IO state machine.
+//! - [`node_health`]: FO node up/down history for automatic failover and failback
+//!   (flap detection, stability before failback).
 //! - [`iso8583`]: message layouts (the four built-ins and per-bank overrides), the
 //!   zero-copy field walker, the encoder, MTI classification and pairing, matching
 //!   keys, network-management classification and masked display.
@@ -28,5 +30,6 @@ pub mod config;
 pub mod fo_link;
 pub mod frame;
 pub mod iso8583;
+pub mod node_health;
 pub mod router;
 pub mod switchover;

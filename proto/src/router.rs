@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fo_link::{AppState, Data, DataFlags, Direction};
 use crate::iso8583::mask::masked_hexdump;
+use crate::iso8583::respond::build_decline;
 use crate::iso8583::{
     DecodeError, Layout, MatchKey, MatchKeyConfig, Message, Mti, NetMgmt, NetMgmtCodes, Role,
 };
@@ -50,6 +51,23 @@ pub enum BadMessagePolicy {
     Close,
 }
 
+/// What happens to a bank's requests when their node is lost (in flight on a node
+/// that went down, or arriving while no node of the bank is up).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum NodeLossPolicy {
+    /// Nothing is sent: the bank's own timer runs out (it may then reverse or
+    /// retry by its rules). Each request is counted as a timeout or `no_route`.
+    #[default]
+    Timeout,
+    /// Answer at once, in the node's place, with a decline carrying DE39 `code`
+    /// (for example `91`, issuer or switch inoperative). Counted as `declined`.
+    Decline {
+        /// The response code, as the layout writes DE39.
+        code: String,
+    },
+}
+
 /// What the router needs to know about one bank.
 #[derive(Debug, Clone)]
 pub struct BankSpec {
@@ -69,6 +87,8 @@ pub struct BankSpec {
     pub reserve: Option<NodeId>,
     /// What to do with a message that does not decode.
     pub bad_message: BadMessagePolicy,
+    /// What to do with requests whose node is lost.
+    pub on_node_loss: NodeLossPolicy,
 }
 
 /// The router's configuration.
@@ -198,6 +218,21 @@ pub enum Event {
         /// The node that sent it.
         node: NodeId,
     },
+    /// A bank request was answered with a synthetic decline: its node was lost
+    /// (see [`NodeLossPolicy::Decline`]).
+    Declined {
+        /// The bank.
+        bank: BankIdx,
+        /// The session it was sent to.
+        session: SessionId,
+        /// The node that was lost.
+        node: NodeId,
+        /// The request's matching key.
+        key: MatchKey,
+        /// Whether the request was in flight on the node when it went down (else
+        /// it arrived while no node was up).
+        was_in_flight: bool,
+    },
     /// A bank's held messages reached the hold limit: the switchover should abort.
     HoldLimit {
         /// The bank.
@@ -279,6 +314,8 @@ pub struct BankCounters {
     pub undeliverable: u64,
     /// Second responses to requests already answered (dropped, not delivered twice).
     pub duplicates_dropped: u64,
+    /// Requests answered with a synthetic decline because their node was lost.
+    pub declined: u64,
 }
 
 /// One session as the API shows it.
@@ -344,6 +381,9 @@ struct Pending {
     netmgmt: Option<NetMgmt>,
     key: MatchKey,
     sent_at: Instant,
+    /// The request itself, kept only when the bank's node-loss policy may have to
+    /// answer it with a decline.
+    request: Option<Bytes>,
 }
 
 /// An FO-originated request waiting for the bank's response, by matching key.
@@ -513,8 +553,66 @@ impl Router {
     /// A node's link came up or went down. Requests in flight on a node that went
     /// down stay tracked until their deadline: a response may still come if the
     /// link returns, and otherwise the bank sees a timeout (the default policy).
+    /// Banks whose policy is [`NodeLossPolicy::Decline`] get a decline at once
+    /// for each of their requests in flight on the lost node.
     pub fn node_link(&mut self, node: NodeId, up: bool) {
-        self.node_up[usize::from(node.0)] = up;
+        let was_up = std::mem::replace(&mut self.node_up[usize::from(node.0)], up);
+        if up || !was_up {
+            return;
+        }
+        let mut lost: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.node == node && p.request.is_some())
+            .map(|(&c, _)| c)
+            .collect();
+        // In the order the bank sent them.
+        lost.sort_unstable();
+        for correlation in lost {
+            let Some(p) = self.pending.remove(&correlation) else { continue };
+            // Should the node come back and answer after all, that answer is a
+            // duplicate: the bank already has its decline.
+            self.remember_answered(correlation);
+            let b = usize::from(p.bank.0);
+            self.banks[b].inflight -= 1;
+            if let Some(s) = self.sessions.get_mut(&p.session) {
+                s.inflight -= 1;
+            }
+            let request = p.request.expect("filtered");
+            self.decline(p.bank, p.session, node, p.key, &request, true);
+        }
+    }
+
+    /// Answers `request` in the node's place with the bank's decline code.
+    fn decline(
+        &mut self,
+        bank: BankIdx,
+        session: SessionId,
+        node: NodeId,
+        key: MatchKey,
+        request: &[u8],
+        was_in_flight: bool,
+    ) {
+        let b = usize::from(bank.0);
+        let NodeLossPolicy::Decline { code } = &self.banks[b].spec.on_node_loss else { return };
+        let layout = Arc::clone(&self.banks[b].spec.layout);
+        // The request decoded when it arrived, and the code was checked against the
+        // layout at configuration time: failing here means a bug, which must not
+        // cost the bank its answer silently.
+        let built = Message::parse(&layout, request).map_err(|e| e.to_string()).and_then(|msg| {
+            let also = self.banks[b].spec.match_key.fields_for(&msg.mti().pairing_class()).to_vec();
+            build_decline(&layout, &msg, code, &also).map(|d| (d, msg.mti())).map_err(|e| e.to_string())
+        });
+        match built {
+            Ok((decline, mti)) => {
+                self.banks[b].counters.declined += 1;
+                self.event(Event::Declined { bank, session, node, key, was_in_flight });
+                self.send_to_bank(bank, Some(session), mti.response(), Bytes::from(decline));
+            }
+            Err(detail) => {
+                self.event(Event::Protocol { node, detail: format!("cannot build a decline: {detail}") })
+            }
+        }
     }
 
     /// `pups` reports a new bank session (or an existing one after `mups` attached).
@@ -632,6 +730,9 @@ impl Router {
         let Held { session, message, key, netmgmt, mti, .. } = held;
         let active = self.banks[b].spec.active;
         if !self.node_up[usize::from(active.0)] {
+            if matches!(self.banks[b].spec.on_node_loss, NodeLossPolicy::Decline { .. }) {
+                return self.decline(bank, session, active, key, &message, false);
+            }
             self.banks[b].counters.no_route += 1;
             self.event(Event::NoRoute { bank, node: active, key });
             return;
@@ -640,8 +741,12 @@ impl Router {
         self.next_correlation += 1;
         let delay = self.banks[b].spec.request_timeout;
         let deadline = (received + delay).max(now);
-        self.pending
-            .insert(correlation, Pending { bank, session, node: active, mti, netmgmt, key, sent_at: now });
+        let request = matches!(self.banks[b].spec.on_node_loss, NodeLossPolicy::Decline { .. })
+            .then(|| message.clone());
+        self.pending.insert(
+            correlation,
+            Pending { bank, session, node: active, mti, netmgmt, key, sent_at: now, request },
+        );
         let pending = &self.pending;
         self.timers.prune(delay, |t| !matches!(t, Timer::Request(c) if !pending.contains_key(c)));
         self.timers.push(delay, deadline, Timer::Request(correlation));

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use proto::fo_link::{AppState, Data, DataFlags, Direction};
+use proto::iso8583::Message;
 use proto::iso8583::{Layout, MatchKeyConfig, NetMgmtCodes};
-use proto::router::{Action, BadMessagePolicy, BankIdx, BankSpec, Event, NodeId, Router, RouterConfig, Side};
+use proto::router::{
+    Action, BadMessagePolicy, BankIdx, BankSpec, Event, NodeId, NodeLossPolicy, Router, RouterConfig, Side,
+};
 
 const A: NodeId = NodeId(0);
 const B: NodeId = NodeId(1);
@@ -18,6 +21,10 @@ fn layout() -> &'static Layout {
 }
 
 fn router(policy: BadMessagePolicy) -> Router {
+    router_with(policy, NodeLossPolicy::Timeout)
+}
+
+fn router_with(policy: BadMessagePolicy, on_node_loss: NodeLossPolicy) -> Router {
     let spec = BankSpec {
         id: "bank-1".into(),
         layout: Arc::new(layout().clone()),
@@ -27,6 +34,7 @@ fn router(policy: BadMessagePolicy) -> Router {
         active: A,
         reserve: Some(B),
         bad_message: policy,
+        on_node_loss,
     };
     let mut r = Router::new(RouterConfig {
         nodes: vec!["A".into(), "B".into()],
@@ -414,4 +422,64 @@ fn a_node_request_whose_correlation_id_equals_one_of_ours_is_still_a_request() {
     );
     assert_eq!(sent_to_bank(&actions(&mut r)).len(), 2);
     assert_eq!(r.counters(BANK).duplicates_dropped, 0);
+}
+
+#[test]
+fn with_the_decline_policy_a_lost_node_s_requests_are_declined_at_once_and_never_twice() {
+    let t0 = Instant::now();
+    let decline = NodeLossPolicy::Decline { code: "91".into() };
+    let mut r = router_with(BadMessagePolicy::Drop, decline);
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let (_, first) = sent_to_node(&actions(&mut r));
+    r.from_bank(t0, BANK, 1, auth("000002"));
+    let (_, second) = sent_to_node(&actions(&mut r));
+    // The first one is answered before the node dies.
+    r.from_node(t0, A, to_bank_data(first.correlation_id, 1, auth_resp("000001")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
+
+    r.node_link(A, false);
+    let acts = actions(&mut r);
+    let answers = sent_to_bank(&acts);
+    assert_eq!(answers.len(), 1, "only the request still in flight is declined");
+    let decline = Message::parse(layout(), &answers[0].1).unwrap();
+    assert_eq!(decline.mti().as_str(), "0110");
+    assert_eq!(decline.value(11).unwrap().unwrap(), "000002");
+    assert_eq!(decline.value(41).unwrap().unwrap(), "TERM0001");
+    assert_eq!(decline.value(39).unwrap().unwrap(), "91");
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Event(Event::Declined { node: A, was_in_flight: true, .. })))
+    );
+    assert_eq!((r.counters(BANK).declined, r.inflight(BANK)), (1, 0));
+
+    // The node comes back and answers after all: the bank already has its answer.
+    r.node_link(A, true);
+    r.from_node(t0, A, to_bank_data(second.correlation_id, 1, auth_resp("000002")));
+    assert!(sent_to_bank(&actions(&mut r)).is_empty());
+    assert_eq!(r.counters(BANK).duplicates_dropped, 1);
+
+    // No node up: a new request is declined at once instead of waiting for the bank's timer.
+    r.node_link(A, false);
+    r.from_bank(t0, BANK, 1, auth("000003"));
+    let acts = actions(&mut r);
+    assert!(!acts.iter().any(|a| matches!(a, Action::ToNode { .. })));
+    let answers = sent_to_bank(&acts);
+    assert_eq!(Message::parse(layout(), &answers[0].1).unwrap().value(11).unwrap().unwrap(), "000003");
+    assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Declined { was_in_flight: false, .. }))));
+    assert_eq!((r.counters(BANK).declined, r.counters(BANK).no_route), (2, 0));
+}
+
+#[test]
+fn with_the_timeout_policy_a_lost_node_s_requests_wait_for_their_deadline() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let _ = actions(&mut r);
+    r.node_link(A, false);
+    assert!(sent_to_bank(&actions(&mut r)).is_empty());
+    assert_eq!(r.inflight(BANK), 1);
+    r.handle_timeout(t0 + Duration::from_secs(10));
+    assert!(actions(&mut r).iter().any(|a| matches!(a, Action::Event(Event::Timeout { node: A, .. }))));
+    assert_eq!((r.counters(BANK).timeouts, r.counters(BANK).declined), (1, 0));
 }
