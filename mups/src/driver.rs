@@ -2,28 +2,32 @@
 //! the links receive and the timer, and carries out its actions. It does nothing
 //! else (quinn's `ConnectionDriver` shape): every routing decision is in `proto`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use proto::fo_link::{
     CloseSession, Data, DataFlags, Direction, FoMessage, InventoryEnd, SessionDown, SessionUp,
 };
+use proto::node_health::{FlapPolicy, NodeHealth};
 use proto::router::{Action, BankIdx, Event, NodeId, Router, SessionView, Side, app_state_name};
 use proto::switchover::{
     Input as SwitchInput, Output as SwitchOutput, Phase, SwitchConfig, SwitchPlan, Switchover,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::local_link::ToPups;
 use crate::metrics::{
     BankLabels, BankNodeLabels, BankSideLabels, MessageLabels, Metrics, NodeLabels, ResponseLabels,
-    SessionStateLabels,
+    SessionStateLabels, SwitchoverLabels,
 };
-use crate::switching::{BankResult, BankSelection, Job, OutcomeView, SwitchRequest, node_input, phase_name};
+use crate::persist::{BankRoute, FORMAT_VERSION, NodeAdmin, RouteState};
+use crate::switching::{
+    ApiEvent, BankResult, BankSelection, Job, OutcomeView, SwitchRequest, node_input, phase_name,
+};
 
 /// What the links and the API tell the router.
 #[derive(Debug)]
@@ -56,6 +60,50 @@ pub enum Input {
     Switch(SwitchRequest, oneshot::Sender<Result<u64, String>>),
     /// The API asks for a job.
     Job(u64, oneshot::Sender<Option<Job>>),
+    /// The API asks for the most recent jobs, newest first.
+    Jobs(usize, oneshot::Sender<Vec<Job>>),
+    /// The API sets or clears a maintenance flag; the reply is `Ok` or why not.
+    Maintenance(MaintenanceRequest, oneshot::Sender<Result<(), String>>),
+}
+
+/// A maintenance flag to set or clear.
+#[derive(Debug, Clone)]
+pub struct MaintenanceRequest {
+    /// A bank (automatic moves leave it alone) or a node (no bank is moved to it).
+    pub target: MaintenanceTarget,
+    /// Set or clear.
+    pub on: bool,
+    /// Why (logged).
+    pub reason: String,
+}
+
+/// What a maintenance flag is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceTarget {
+    /// A bank id.
+    Bank(String),
+    /// A node id.
+    Node(String),
+}
+
+/// What the driver needs besides the router.
+pub struct DriverConfig {
+    /// Switchover timeouts.
+    pub switch: SwitchConfig,
+    /// Move a dead node's banks to their reserve.
+    pub auto_failover: bool,
+    /// Move banks back to their admin intent once its node is stable.
+    pub auto_failback: bool,
+    /// Flap detection and failback stability.
+    pub flap: FlapPolicy,
+    /// Bank display names, by bank index.
+    pub bank_names: Vec<String>,
+    /// State kept from the last run: applied to the router at start.
+    pub restored: Option<RouteState>,
+    /// Where route, intent and maintenance changes are published for the writer.
+    pub persist: Option<watch::Sender<RouteState>>,
+    /// The API's event stream.
+    pub events: broadcast::Sender<ApiEvent>,
 }
 
 /// The state the API and console show.
@@ -78,6 +126,18 @@ pub struct NodeView {
     pub up: bool,
     /// Last heartbeat round trip, microseconds.
     pub rtt_micros: Option<u64>,
+    /// Seconds the link has been up, if it is.
+    pub up_for_secs: Option<f64>,
+    /// Down events within the flap window.
+    pub recent_down_events: usize,
+    /// Down events since `mups` started.
+    pub down_events: u64,
+    /// Went down too often lately: no automatic failback to it.
+    pub flapping: bool,
+    /// No bank is moved to it.
+    pub maintenance: bool,
+    /// Banks routed to it.
+    pub banks_active: usize,
 }
 
 /// One bank.
@@ -85,8 +145,19 @@ pub struct NodeView {
 pub struct BankView {
     /// Bank id.
     pub id: String,
+    /// Display name.
+    pub name: String,
     /// The node it is routed to.
     pub active_node: String,
+    /// The node the operator chose for it (admin intent); differs from
+    /// `active_node` after an automatic failover or a rolled-back switch.
+    pub intent_node: String,
+    /// Automatic failover and failback leave it alone.
+    pub maintenance: bool,
+    /// The job switching it now, if any.
+    pub switching_job: Option<u64>,
+    /// Messages per second both ways, over the last 10 seconds.
+    pub rate_per_s: f64,
     /// Bank requests in flight.
     pub inflight: u64,
     /// Live sessions.
@@ -123,16 +194,45 @@ struct Driver {
     switches: HashMap<BankIdx, (u64, Switchover)>,
     switch_cfg: SwitchConfig,
     auto_failover: bool,
+    auto_failback: bool,
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
     next_switch: u64,
+    bank_names: Vec<String>,
+    /// Admin intent: the node the operator chose for each bank.
+    intent: Vec<NodeId>,
+    bank_maintenance: Vec<bool>,
+    node_maintenance: Vec<bool>,
+    health: Vec<NodeHealth>,
+    flap: FlapPolicy,
+    /// When automatic failback last tried each bank (a rolled-back attempt is not
+    /// retried before `failback_after`).
+    last_failback: Vec<Option<Instant>>,
+    /// Messages both ways per bank, sampled at each gauge tick, for `rate_per_s`.
+    rate_samples: Vec<VecDeque<(Instant, u64)>>,
+    events: broadcast::Sender<ApiEvent>,
+    persist: Option<watch::Sender<RouteState>>,
+    /// Routes, intent or maintenance changed since last published.
+    routes_dirty: bool,
+    started: Instant,
+    /// Nodes absent since start have been written off (see [`STARTUP_GRACE`]).
+    absent_checked: bool,
 }
+
+/// How long after start a node that has not connected yet is given before its
+/// banks are moved (nodes connect one by one at start; that is not a failure).
+const STARTUP_GRACE: Duration = Duration::from_secs(3);
+
+/// Jobs kept for `GET /api/v1/jobs` (finished ones beyond this are forgotten).
+const JOBS_KEPT: usize = 1_000;
+
+/// How far back `rate_per_s` looks.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Runs the router until shutdown.
 pub async fn run(
-    router: Router,
-    switch_cfg: SwitchConfig,
-    auto_failover: bool,
+    mut router: Router,
+    cfg: DriverConfig,
     mut inputs: mpsc::Receiver<Input>,
     out: Outputs,
     metrics: Metrics,
@@ -171,6 +271,13 @@ pub async fn run(
         })
         .collect();
     let nodes = router.nodes().count();
+    let banks = router.banks().count();
+    let mut intent: Vec<NodeId> = router.banks().map(|b| router.active_node(b)).collect();
+    let mut bank_maintenance = vec![false; banks];
+    let mut node_maintenance = vec![false; nodes];
+    if let Some(state) = &cfg.restored {
+        apply_restored(&mut router, state, &mut intent, &mut bank_maintenance, &mut node_maintenance);
+    }
     let mut d = Driver {
         router,
         out,
@@ -184,11 +291,25 @@ pub async fn run(
         response_seconds,
         responses: HashMap::new(),
         switches: HashMap::new(),
-        switch_cfg,
-        auto_failover,
+        switch_cfg: cfg.switch,
+        auto_failover: cfg.auto_failover,
+        auto_failback: cfg.auto_failback,
         jobs: BTreeMap::new(),
         next_job: 1,
         next_switch: 1,
+        bank_names: cfg.bank_names,
+        intent,
+        bank_maintenance,
+        node_maintenance,
+        health: vec![NodeHealth::new(); nodes],
+        flap: cfg.flap,
+        last_failback: vec![None; banks],
+        rate_samples: vec![VecDeque::new(); banks],
+        events: cfg.events,
+        persist: cfg.persist,
+        routes_dirty: true,
+        started: now(),
+        absent_checked: false,
     };
     d.update_gauges();
     let mut gauges = tokio::time::interval(Duration::from_millis(500));
@@ -201,7 +322,11 @@ pub async fn run(
                 .map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                // The routes file gets the last word.
+                d.publish_routes();
+                return;
+            }
             input = inputs.recv() => {
                 let Some(input) = input else { return };
                 // One clock read per batch: the batch arrived together.
@@ -224,10 +349,54 @@ pub async fn run(
                     d.pump_switch(now, bank);
                 }
             }
-            _ = gauges.tick() => d.update_gauges(),
+            _ = gauges.tick() => {
+                d.update_gauges();
+                d.write_off_absent_nodes();
+                d.fail_back(now());
+            }
         }
         d.feed_drains(now());
         d.drain().await;
+        if d.routes_dirty {
+            d.publish_routes();
+        }
+    }
+}
+
+/// Applies the state kept from the last run: routes and intent of banks still in
+/// the configuration, to nodes still in it; maintenance flags. What no longer
+/// matches the configuration is logged and ignored.
+fn apply_restored(
+    router: &mut Router,
+    state: &RouteState,
+    intent: &mut [NodeId],
+    bank_maintenance: &mut [bool],
+    node_maintenance: &mut [bool],
+) {
+    let node = |router: &Router, name: &str| router.nodes().find(|(_, n, _)| *n == name).map(|(id, _, _)| id);
+    for (id, saved) in &state.banks {
+        let Some(bank) = router.bank(id) else {
+            warn!(bank = %id, "routes file names a bank not in the configuration: ignored");
+            continue;
+        };
+        match (node(router, &saved.active), node(router, &saved.intent)) {
+            (Some(active), Some(wanted)) => {
+                if active != router.active_node(bank) {
+                    info!(bank = %id, node = %saved.active, "route restored from the routes file");
+                }
+                router.set_active_node(bank, active);
+                intent[usize::from(bank.0)] = wanted;
+            }
+            _ => warn!(bank = %id, active = %saved.active, intent = %saved.intent,
+                       "routes file names a node not in the configuration: the configured route applies"),
+        }
+        bank_maintenance[usize::from(bank.0)] = saved.maintenance;
+    }
+    for (name, admin) in &state.nodes {
+        match node(router, name) {
+            Some(n) => node_maintenance[usize::from(n.0)] = admin.maintenance,
+            None => warn!(node = %name, "routes file names a node not in the configuration: ignored"),
+        }
     }
 }
 
@@ -248,10 +417,24 @@ impl Driver {
             Input::NodeUp(node) => {
                 info!(node = self.router.node_name(node), "node up");
                 self.router.node_link(node, true);
+                if self.health[usize::from(node.0)].link(now, true, &self.flap) {
+                    self.node_event(now, node);
+                }
+                if self.auto_failover {
+                    self.recover_stranded(node);
+                }
             }
             Input::NodeDown(node) => {
-                if self.router.nodes().any(|(n, _, up)| n == node && up) {
-                    warn!(node = self.router.node_name(node), "node down");
+                let name = self.router.node_name(node).to_owned();
+                if self.health[usize::from(node.0)].link(now, false, &self.flap) {
+                    warn!(node = %name, "node down");
+                    self.metrics.node_down_events.get_or_create(&NodeLabels { node: name.clone() }).inc();
+                    let health = &self.health[usize::from(node.0)];
+                    if health.is_flapping(now, &self.flap) {
+                        warn!(node = %name, downs = health.recent_downs(now, &self.flap),
+                              window_s = self.flap.window.as_secs(), "node is flapping: no automatic failback to it");
+                    }
+                    self.node_event(now, node);
                 }
                 self.router.node_link(node, false);
                 let banks: Vec<BankIdx> = self.switches.keys().copied().collect();
@@ -282,6 +465,9 @@ impl Driver {
             }
             Input::Job(id, reply) => {
                 let _ = reply.send(self.jobs.get(&id).cloned());
+            }
+            Input::Jobs(limit, reply) => {
+                let _ = reply.send(self.jobs.values().rev().take(limit).cloned().collect());
             }
             Input::NodeData(node, data) => self.router.from_node(now, node, data),
             Input::PupsAttached => {
@@ -327,7 +513,78 @@ impl Driver {
             Input::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
+            Input::Maintenance(req, reply) => {
+                let _ = reply.send(self.set_maintenance(now, req));
+            }
         }
+    }
+
+    fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<(), String> {
+        match &req.target {
+            MaintenanceTarget::Bank(id) => {
+                let bank = self.router.bank(id).ok_or_else(|| format!("no bank {id:?}"))?;
+                self.bank_maintenance[usize::from(bank.0)] = req.on;
+                info!(bank = %id, maintenance = req.on, reason = %req.reason, "bank maintenance flag");
+                self.route_changed(bank);
+            }
+            MaintenanceTarget::Node(name) => {
+                let node = self.node_id(name).ok_or_else(|| format!("no FO node {name:?}"))?;
+                self.node_maintenance[usize::from(node.0)] = req.on;
+                info!(node = %name, maintenance = req.on, reason = %req.reason, "node maintenance flag");
+                self.routes_dirty = true;
+                self.node_event(now, node);
+            }
+        }
+        Ok(())
+    }
+
+    fn node_event(&self, now: Instant, node: NodeId) {
+        let health = &self.health[usize::from(node.0)];
+        let _ = self.events.send(ApiEvent::Node {
+            node: self.router.node_name(node).to_owned(),
+            up: health.is_up(),
+            flapping: health.is_flapping(now, &self.flap),
+            maintenance: self.node_maintenance[usize::from(node.0)],
+        });
+    }
+
+    /// A bank's route, intent or maintenance flag changed: tell the event stream,
+    /// and have the routes file rewritten.
+    fn route_changed(&mut self, bank: BankIdx) {
+        self.routes_dirty = true;
+        let b = usize::from(bank.0);
+        let _ = self.events.send(ApiEvent::Route {
+            bank: self.router.bank_id(bank).to_owned(),
+            active: self.router.node_name(self.router.active_node(bank)).to_owned(),
+            intent: self.router.node_name(self.intent[b]).to_owned(),
+            maintenance: self.bank_maintenance[b],
+        });
+    }
+
+    fn publish_routes(&mut self) {
+        self.routes_dirty = false;
+        let Some(persist) = &self.persist else { return };
+        let banks = self
+            .router
+            .banks()
+            .map(|b| {
+                let i = usize::from(b.0);
+                let route = BankRoute {
+                    active: self.router.node_name(self.router.active_node(b)).to_owned(),
+                    intent: self.router.node_name(self.intent[i]).to_owned(),
+                    maintenance: self.bank_maintenance[i],
+                };
+                (self.router.bank_id(b).to_owned(), route)
+            })
+            .collect();
+        let nodes = self
+            .router
+            .nodes()
+            .map(|(n, name, _)| {
+                (name.to_owned(), NodeAdmin { maintenance: self.node_maintenance[usize::from(n.0)] })
+            })
+            .collect();
+        persist.send_replace(RouteState { version: FORMAT_VERSION, banks, nodes });
     }
 
     async fn drain(&mut self) {
@@ -378,6 +635,9 @@ impl Driver {
         if req.reason.trim().is_empty() {
             return Err("a reason is required".into());
         }
+        if self.node_maintenance[usize::from(to.0)] {
+            return Err(format!("node {} is in maintenance: clear the flag first", req.to));
+        }
         let banks: Vec<BankIdx> = match &req.banks {
             BankSelection::All(_) => self.router.banks().collect(),
             BankSelection::Some(ids) => {
@@ -419,8 +679,64 @@ impl Driver {
         }
         job.refresh_state();
         info!(job = id, banks = banks.len(), to = %req.to, mode = ?req.mode, reason = %req.reason, "switch job");
-        self.jobs.insert(id, job);
-        for bank in banks {
+        self.job_started(&job);
+        self.job_done(&job);
+        self.store_job(job);
+        for &bank in &banks {
+            // The operator's choice is the bank's admin intent, whatever becomes of the switch.
+            if self.intent[usize::from(bank.0)] != to {
+                self.intent[usize::from(bank.0)] = to;
+                self.route_changed(bank);
+            }
+        }
+        self.launch(now, id, &banks, to, req.mode);
+        Ok(id)
+    }
+
+    fn job_started(&self, job: &Job) {
+        let _ = self.events.send(ApiEvent::JobStarted {
+            job: job.id,
+            reason: job.reason.clone(),
+            origin: job.origin,
+            banks: job.banks.len(),
+        });
+        for (bank, r) in job.banks.iter().filter(|(_, r)| r.skipped.is_some()) {
+            let _ = self.events.send(ApiEvent::JobBank {
+                job: job.id,
+                bank: bank.clone(),
+                phase: r.phase.clone(),
+                outcome: None,
+            });
+        }
+    }
+
+    /// Keeps a job; beyond [`JOBS_KEPT`], the oldest finished ones are forgotten.
+    fn store_job(&mut self, job: Job) {
+        self.jobs.insert(job.id, job);
+        while self.jobs.len() > JOBS_KEPT {
+            let Some(oldest) = self.jobs.iter().find(|(_, j)| j.state == "done").map(|(id, _)| *id) else {
+                break;
+            };
+            self.jobs.remove(&oldest);
+        }
+    }
+
+    fn job_done(&self, job: &Job) {
+        if job.state == "done" {
+            let _ = self.events.send(ApiEvent::JobDone { job: job.id, summary: job.summary.clone() });
+        }
+    }
+
+    /// Starts one switchover per bank (banks already switching or already on `to` are skipped).
+    fn launch(
+        &mut self,
+        now: Instant,
+        id: u64,
+        banks: &[BankIdx],
+        to: NodeId,
+        mode: proto::switchover::Mode,
+    ) {
+        for &bank in banks {
             let current = self.router.active_node(bank);
             if self.switches.contains_key(&bank) || current == to {
                 continue;
@@ -430,51 +746,198 @@ impl Driver {
                 bank_id: self.router.bank_id(bank).to_owned(),
                 from: current,
                 to,
-                mode: req.mode,
+                mode,
             };
             self.next_switch += 1;
             self.switches.insert(bank, (id, Switchover::start(plan, self.switch_cfg, now)));
             self.pump_switch(now, bank);
         }
-        Ok(id)
     }
 
     /// A node is down: every bank active on it moves at once to its reserve, if the
-    /// reserve is up (no sync is possible with a dead node). Requests in flight on
-    /// the dead node time out at the bank (counted as timeouts); their late answers,
-    /// should the node come back, are still delivered once. There is no automatic
-    /// failback, so a flapping node cannot bounce banks back and forth.
+    /// reserve is up and not in maintenance (no sync is possible with a dead node).
+    /// Requests in flight on the dead node follow the bank's node-loss policy (the
+    /// router already declined them, or they time out at the bank); late answers,
+    /// should the node come back, are delivered once. Banks in maintenance stay.
+    /// The admin intent is unchanged, so a failback (if enabled) knows where to go.
     fn fail_over(&mut self, dead: NodeId) {
-        let banks: Vec<BankIdx> =
-            self.router.banks().filter(|&b| self.router.active_node(b) == dead).collect();
-        if banks.is_empty() {
+        let dead_name = self.router.node_name(dead).to_owned();
+        let moves: Vec<(BankIdx, Result<NodeId, String>)> = self
+            .router
+            .banks()
+            .filter(|&b| self.router.active_node(b) == dead)
+            .map(|bank| {
+                let target = if self.bank_maintenance[usize::from(bank.0)] {
+                    Err("bank in maintenance: automatic moves leave it alone".to_owned())
+                } else {
+                    match self.router.reserve_node(bank).filter(|&r| r != dead) {
+                        None => Err("no reserve node".to_owned()),
+                        Some(r) if self.node_maintenance[usize::from(r.0)] => {
+                            Err("reserve node in maintenance".to_owned())
+                        }
+                        Some(r) if !self.router.node_is_up(r) => Err("reserve node is down too".to_owned()),
+                        Some(r) => Ok(r),
+                    }
+                };
+                (bank, target)
+            })
+            .collect();
+        self.move_at_once(format!("automatic failover: node {dead_name} down"), moves);
+    }
+
+    /// A node came up: banks stranded on a node that is down (both of their nodes
+    /// were down) move to it at once, if it is their reserve or their intent.
+    fn recover_stranded(&mut self, up: NodeId) {
+        if self.node_maintenance[usize::from(up.0)] {
+            return;
+        }
+        let moves: Vec<(BankIdx, Result<NodeId, String>)> = self
+            .router
+            .banks()
+            .filter(|&b| {
+                let active = self.router.active_node(b);
+                active != up
+                    && self.is_lost(active)
+                    && !self.switches.contains_key(&b)
+                    && !self.bank_maintenance[usize::from(b.0)]
+                    && (self.router.reserve_node(b) == Some(up) || self.intent[usize::from(b.0)] == up)
+            })
+            .map(|b| (b, Ok(up)))
+            .collect();
+        if !moves.is_empty() {
+            let name = self.router.node_name(up).to_owned();
+            self.move_at_once(
+                format!("automatic failover: node {name} up, banks were on a node that is down"),
+                moves,
+            );
+        }
+    }
+
+    /// Whether a node is down and known to be: it went down, or it has not come up
+    /// within [`STARTUP_GRACE`] of our start (at start, nodes connect one by one).
+    fn is_lost(&self, node: NodeId) -> bool {
+        let health = &self.health[usize::from(node.0)];
+        !health.is_up() && (health.total_downs() > 0 || self.started.elapsed() >= STARTUP_GRACE)
+    }
+
+    /// Nodes that never came up after start are written off once the grace
+    /// period is over: their banks move as if the node had died.
+    fn write_off_absent_nodes(&mut self) {
+        if !self.auto_failover || self.absent_checked || self.started.elapsed() < STARTUP_GRACE {
+            return;
+        }
+        self.absent_checked = true;
+        let absent: Vec<NodeId> = self
+            .router
+            .nodes()
+            .filter(|&(n, _, up)| !up && self.health[usize::from(n.0)].total_downs() == 0)
+            .map(|(n, _, _)| n)
+            .collect();
+        for node in absent {
+            warn!(
+                node = self.router.node_name(node),
+                grace_s = STARTUP_GRACE.as_secs(),
+                "node has not come up since start: its banks move to their reserve"
+            );
+            self.fail_over(node);
+        }
+    }
+
+    /// Automatic failback (when configured): banks away from their admin intent go
+    /// back once the intent node has been up for `failback_after` and is not
+    /// flapping. With the current node up, this is a drain switchover (full sync);
+    /// with it down, an immediate move. A rolled-back attempt is retried only after
+    /// `failback_after` again.
+    fn fail_back(&mut self, now: Instant) {
+        if !self.auto_failback {
+            return;
+        }
+        let mut by_target: BTreeMap<NodeId, Vec<BankIdx>> = BTreeMap::new();
+        for bank in self.router.banks() {
+            let b = usize::from(bank.0);
+            let (active, wanted) = (self.router.active_node(bank), self.intent[b]);
+            if active == wanted
+                || self.bank_maintenance[b]
+                || self.node_maintenance[usize::from(wanted.0)]
+                || self.switches.contains_key(&bank)
+                || !self.health[usize::from(wanted.0)].failback_ready(now, &self.flap)
+                || self.last_failback[b]
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.flap.failback_after)
+            {
+                continue;
+            }
+            self.last_failback[b] = Some(now);
+            by_target.entry(wanted).or_default().push(bank);
+        }
+        for (to, banks) in by_target {
+            let name = self.router.node_name(to).to_owned();
+            let (sync, at_once): (Vec<BankIdx>, Vec<BankIdx>) =
+                banks.into_iter().partition(|&b| self.router.node_is_up(self.router.active_node(b)));
+            if !at_once.is_empty() {
+                let moves = at_once.into_iter().map(|b| (b, Ok(to))).collect();
+                self.move_at_once(format!("automatic failback to node {name}"), moves);
+            }
+            if !sync.is_empty() {
+                let mode = proto::switchover::Mode::Drain;
+                let id = self.next_job;
+                self.next_job += 1;
+                let mut job = Job::new(id, format!("automatic failback to node {name}"), mode);
+                job.origin = "automatic";
+                for &bank in &sync {
+                    job.banks.insert(
+                        self.router.bank_id(bank).to_owned(),
+                        BankResult {
+                            from: self.router.node_name(self.router.active_node(bank)).to_owned(),
+                            to: name.clone(),
+                            phase: "starting".to_owned(),
+                            skipped: None,
+                            held_max: 0,
+                            outcome: None,
+                        },
+                    );
+                }
+                job.refresh_state();
+                info!(job = id, banks = sync.len(), to = %name, "automatic failback");
+                self.job_started(&job);
+                self.store_job(job);
+                self.launch(now, id, &sync, to, mode);
+            }
+        }
+    }
+
+    /// Moves banks at once, without sync (their node is gone), recorded as a job.
+    fn move_at_once(&mut self, reason: String, moves: Vec<(BankIdx, Result<NodeId, String>)>) {
+        if moves.is_empty() {
             return;
         }
         let id = self.next_job;
         self.next_job += 1;
-        let dead_name = self.router.node_name(dead).to_owned();
-        let mut job = Job::new(
-            id,
-            format!("automatic failover: node {dead_name} down"),
-            proto::switchover::Mode::Force,
-        );
-        for bank in banks {
+        let mut job = Job::new(id, reason.clone(), proto::switchover::Mode::Force);
+        job.origin = "automatic";
+        for (bank, target) in moves {
             let bank_id = self.router.bank_id(bank).to_owned();
-            let reserve = self.router.reserve_node(bank).filter(|&r| r != dead);
-            let (to, skipped) = match reserve {
-                Some(r) if self.router.node_is_up(r) => {
-                    self.router.set_active_node(bank, r);
-                    warn!(bank = %bank_id, from = %dead_name, to = self.router.node_name(r), job = id,
-                          inflight = self.router.inflight(bank), "automatic failover");
-                    (self.router.node_name(r).to_owned(), None)
+            let from = self.router.active_node(bank);
+            let from_name = self.router.node_name(from).to_owned();
+            let (to, skipped) = match target {
+                Ok(to) => {
+                    self.router.set_active_node(bank, to);
+                    warn!(bank = %bank_id, from = %from_name, to = self.router.node_name(to), job = id,
+                          inflight = self.router.inflight(bank), %reason, "bank moved at once");
+                    self.metrics
+                        .switchovers
+                        .get_or_create(&SwitchoverLabels {
+                            bank: bank_id.clone(),
+                            outcome: "committed",
+                            mode: "failover",
+                        })
+                        .inc();
+                    self.route_changed(bank);
+                    (self.router.node_name(to).to_owned(), None)
                 }
-                Some(r) => {
-                    warn!(bank = %bank_id, "both nodes of the bank are down: its requests are counted as no_route; its sessions stay open");
-                    (self.router.node_name(r).to_owned(), Some("reserve node is down too".to_owned()))
-                }
-                None => {
-                    warn!(bank = %bank_id, "node down and the bank has no reserve node");
-                    (String::new(), Some("no reserve node".to_owned()))
+                Err(why) => {
+                    warn!(bank = %bank_id, node = %from_name, %why, "bank left on a node that is down: its requests follow its node-loss policy; its sessions stay open");
+                    let reserve = self.router.reserve_node(bank).map(|r| self.router.node_name(r).to_owned());
+                    (reserve.unwrap_or_default(), Some(why))
                 }
             };
             let phase = if skipped.is_some() { "skipped" } else { "committed" }.to_owned();
@@ -487,13 +950,21 @@ impl Driver {
                 hold_micros: 0,
                 total_micros: 0,
             });
-            job.banks.insert(
-                bank_id,
-                BankResult { from: dead_name.clone(), to, phase, skipped, held_max: 0, outcome },
-            );
+            job.banks
+                .insert(bank_id, BankResult { from: from_name, to, phase, skipped, held_max: 0, outcome });
         }
         job.refresh_state();
-        self.jobs.insert(id, job);
+        self.job_started(&job);
+        for (bank, r) in job.banks.iter().filter(|(_, r)| r.skipped.is_none()) {
+            let _ = self.events.send(ApiEvent::JobBank {
+                job: id,
+                bank: bank.clone(),
+                phase: r.phase.clone(),
+                outcome: r.outcome.clone(),
+            });
+        }
+        self.job_done(&job);
+        self.store_job(job);
     }
 
     fn node_id(&self, name: &str) -> Option<NodeId> {
@@ -507,7 +978,7 @@ impl Driver {
             let job_id = *job_id;
             let phase = sw.phase();
             let Some(output) = sw.poll_output() else {
-                self.note_job(job_id, bank, |r| r.phase = phase_name(phase).to_owned());
+                self.note_phase(job_id, bank, phase_name(phase), None);
                 return;
             };
             match output {
@@ -521,7 +992,11 @@ impl Driver {
                 SwitchOutput::Release { to } => {
                     let held = self.router.held(bank);
                     self.note_job(job_id, bank, |r| r.held_max = r.held_max.max(held));
+                    let moved = self.router.active_node(bank) != to;
                     self.router.release(now, bank, to);
+                    if moved {
+                        self.route_changed(bank);
+                    }
                 }
                 SwitchOutput::Finished(outcome) => {
                     let bank_id = self.router.bank_id(bank).to_owned();
@@ -533,18 +1008,47 @@ impl Driver {
                               "switchover rolled back");
                     }
                     let phase = if outcome.switched { Phase::Committed } else { Phase::RolledBack };
-                    self.note_job(job_id, bank, |r| {
-                        r.phase = phase_name(phase).to_owned();
-                        r.outcome = Some(OutcomeView::from(&outcome));
+                    let mode = self.jobs.get(&job_id).map_or("force", |j| match j.mode {
+                        proto::switchover::Mode::Drain => "drain",
+                        proto::switchover::Mode::Force => "force",
                     });
+                    let labels = SwitchoverLabels {
+                        bank: bank_id,
+                        outcome: if outcome.switched { "committed" } else { "rolled_back" },
+                        mode,
+                    };
+                    self.metrics.switchovers.get_or_create(&labels).inc();
+                    self.metrics.switchover_hold_seconds.observe(outcome.hold.as_secs_f64());
+                    self.note_phase(job_id, bank, phase_name(phase), Some(OutcomeView::from(&outcome)));
                     self.switches.remove(&bank);
                     if let Some(job) = self.jobs.get_mut(&job_id) {
                         job.refresh_state();
+                    }
+                    if let Some(job) = self.jobs.get(&job_id) {
+                        self.job_done(job);
                     }
                     return;
                 }
             }
         }
+    }
+
+    /// Records a bank's phase (and outcome) in its job; the event stream hears of
+    /// changes only.
+    fn note_phase(&mut self, job: u64, bank: BankIdx, phase: &str, outcome: Option<OutcomeView>) {
+        let bank_id = self.router.bank_id(bank);
+        let Some(r) = self.jobs.get_mut(&job).and_then(|j| j.banks.get_mut(bank_id)) else { return };
+        if r.phase == phase && outcome.is_none() {
+            return;
+        }
+        r.phase = phase.to_owned();
+        r.outcome.clone_from(&outcome);
+        let _ = self.events.send(ApiEvent::JobBank {
+            job,
+            bank: bank_id.to_owned(),
+            phase: phase.to_owned(),
+            outcome,
+        });
     }
 
     fn note_job(&mut self, job: u64, bank: BankIdx, f: impl FnOnce(&mut BankResult)) {
@@ -634,6 +1138,11 @@ impl Driver {
                 warn!(bank = self.router.bank_id(bank), node = self.router.node_name(node), %key,
                       "node down: request not sent (the bank will time out)");
             }
+            Event::Declined { bank, session, node, key, was_in_flight } => {
+                m.declined.get_or_create(&self.bank_node(bank, node)).inc();
+                warn!(bank = self.router.bank_id(bank), session, node = self.router.node_name(node), %key,
+                      was_in_flight, "node lost: request answered with the bank's decline code");
+            }
             Event::Undeliverable { bank, session, mti } => {
                 m.undeliverable
                     .get_or_create(&BankLabels { bank: self.router.bank_id(bank).to_owned() })
@@ -673,13 +1182,24 @@ impl Driver {
         }
     }
 
-    fn update_gauges(&self) {
+    fn update_gauges(&mut self) {
+        let now = now();
+        for bank in self.router.banks() {
+            let c = self.router.counters(bank);
+            let samples = &mut self.rate_samples[usize::from(bank.0)];
+            samples.push_back((now, c.from_bank + c.to_bank));
+            while samples.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > RATE_WINDOW) {
+                samples.pop_front();
+            }
+        }
         let m = &self.metrics;
         m.pups_attached.set(i64::from(self.pups_attached));
-        let now = now();
+        m.switchovers_running.set(self.switches.len() as i64);
         for (node, name, up) in self.router.nodes() {
             let labels = NodeLabels { node: name.to_owned() };
             m.node_up.get_or_create(&labels).set(i64::from(up));
+            let flapping = self.health[usize::from(node.0)].is_flapping(now, &self.flap);
+            m.node_flapping.get_or_create(&labels).set(i64::from(flapping));
             if let Some(rtt) = self.rtt[usize::from(node.0)] {
                 m.node_rtt_micros.get_or_create(&labels).set(rtt.as_micros() as i64);
             }
@@ -699,16 +1219,40 @@ impl Driver {
         }
     }
 
+    /// Messages per second both ways over the samples kept.
+    fn rate(&self, bank: BankIdx) -> f64 {
+        let samples = &self.rate_samples[usize::from(bank.0)];
+        match (samples.front(), samples.back()) {
+            (Some((t0, n0)), Some((t1, n1))) if t1 > t0 => {
+                (n1 - n0) as f64 / t1.saturating_duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+
     fn snapshot(&self, now: std::time::Instant) -> Snapshot {
         Snapshot {
             pups_attached: self.pups_attached,
             nodes: self
                 .router
                 .nodes()
-                .map(|(node, name, up)| NodeView {
-                    id: name.to_owned(),
-                    up,
-                    rtt_micros: self.rtt[usize::from(node.0)].map(|d| d.as_micros() as u64),
+                .map(|(node, name, up)| {
+                    let health = &self.health[usize::from(node.0)];
+                    NodeView {
+                        id: name.to_owned(),
+                        up,
+                        rtt_micros: self.rtt[usize::from(node.0)].map(|d| d.as_micros() as u64),
+                        up_for_secs: health.up_for(now).map(|d| d.as_secs_f64()),
+                        recent_down_events: health.recent_downs(now, &self.flap),
+                        down_events: health.total_downs(),
+                        flapping: health.is_flapping(now, &self.flap),
+                        maintenance: self.node_maintenance[usize::from(node.0)],
+                        banks_active: self
+                            .router
+                            .banks()
+                            .filter(|&b| self.router.active_node(b) == node)
+                            .count(),
+                    }
                 })
                 .collect(),
             banks: self
@@ -716,7 +1260,12 @@ impl Driver {
                 .banks()
                 .map(|bank| BankView {
                     id: self.router.bank_id(bank).to_owned(),
+                    name: self.bank_names.get(usize::from(bank.0)).cloned().unwrap_or_default(),
                     active_node: self.router.node_name(self.router.active_node(bank)).to_owned(),
+                    intent_node: self.router.node_name(self.intent[usize::from(bank.0)]).to_owned(),
+                    maintenance: self.bank_maintenance[usize::from(bank.0)],
+                    switching_job: self.switches.get(&bank).map(|(job, _)| *job),
+                    rate_per_s: self.rate(bank),
                     inflight: self.router.inflight(bank),
                     sessions: self.router.sessions(bank, now),
                     counters: self.router.counters(bank).clone(),

@@ -1,24 +1,27 @@
-//! The management HTTP server (axum): `/metrics`, `/healthz`, `/readyz`,
-//! `/api/v1/state`, and FO switchover jobs (`POST /api/v1/banks/{id}/switch`,
-//! `POST /api/v1/switch`, `GET /api/v1/jobs/{id}`). Served on the management address, never the bank VIP.
+//! The management HTTP server (axum): `/metrics`, `/healthz`, `/readyz`, and under
+//! `/api/v1`: state, banks and nodes, FO switchover jobs (`POST /banks/{id}/switch`,
+//! `POST /switch`, `GET /jobs`, `GET /jobs/{id}`), maintenance flags, and the event
+//! stream (`GET /events`, server-sent events). See `docs/api.md`. Served on the
+//! management address, never the bank VIP.
 //! Every `/api` route needs the configured bearer token; without a configured
 //! token, `/api` refuses every request.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Path;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
+use axum::response::sse::{self, Sse};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use futures::Stream;
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::driver::{Input, Snapshot};
+use crate::driver::{BankView, Input, MaintenanceRequest, MaintenanceTarget, Snapshot};
 use crate::metrics::Metrics;
-use crate::switching::{BankSelection, SwitchRequest};
+use crate::switching::{ApiEvent, BankSelection, SwitchRequest};
 
 /// What handlers share.
 #[derive(Clone)]
@@ -29,6 +32,10 @@ pub struct AppState {
     pub router: mpsc::Sender<Input>,
     /// The `/api` bearer token.
     pub api_token: Option<Arc<str>>,
+    /// Job progress, route and node changes, for `GET /api/v1/events`.
+    pub events: broadcast::Sender<ApiEvent>,
+    /// Ends event streams at shutdown (graceful shutdown waits for open responses).
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// The whole HTTP surface.
@@ -38,6 +45,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/banks/{id}/switch", post(switch_bank))
         .route("/api/v1/switch", post(switch_bulk))
         .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/banks", get(banks))
+        .route("/api/v1/banks/{id}", get(bank))
+        .route("/api/v1/banks/{id}/maintenance", put(bank_maintenance))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{id}/maintenance", put(node_maintenance))
+        .route("/api/v1/events", get(events))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -174,4 +188,166 @@ async fn job(State(state): State<AppState>, Path(id): Path<u64>) -> Response {
             .into_response(),
         Err(_) => unavailable("the router is not running"),
     }
+}
+
+fn not_found(message: &str) -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"code": "not_found", "message": message}))).into_response()
+}
+
+/// One bank as `GET /api/v1/banks` shows it: sessions with their transport and
+/// application state side by side.
+fn bank_json(b: &BankView) -> serde_json::Value {
+    let sessions: Vec<serde_json::Value> = b
+        .sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "peer": s.peer,
+                // pups reports live TCP sessions only: a listed session is up.
+                "transport": "up",
+                "application": proto::router::app_state_name(s.app_state),
+                "inflight": s.inflight,
+                "idle_secs": s.idle_secs,
+                "since_echo_secs": s.since_echo_secs,
+            })
+        })
+        .collect();
+    json!({
+        "id": b.id,
+        "name": b.name,
+        "active_node": b.active_node,
+        "intent_node": b.intent_node,
+        "maintenance": b.maintenance,
+        "switching_job": b.switching_job,
+        "inflight": b.inflight,
+        "rate_per_s": (b.rate_per_s * 10.0).round() / 10.0,
+        "sessions": sessions,
+        "counters": b.counters,
+    })
+}
+
+async fn banks(State(state): State<AppState>) -> Response {
+    match snapshot(&state.router).await {
+        Some(s) => Json(json!({"banks": s.banks.iter().map(bank_json).collect::<Vec<_>>()})).into_response(),
+        None => unavailable("the router is not running"),
+    }
+}
+
+async fn bank(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(s) = snapshot(&state.router).await else { return unavailable("the router is not running") };
+    match s.banks.iter().find(|b| b.id == id) {
+        Some(b) => Json(bank_json(b)).into_response(),
+        None => not_found("no such bank"),
+    }
+}
+
+async fn nodes(State(state): State<AppState>) -> Response {
+    match snapshot(&state.router).await {
+        Some(s) => Json(json!({"nodes": s.nodes})).into_response(),
+        None => unavailable("the router is not running"),
+    }
+}
+
+/// `GET /api/v1/jobs?limit=N`: the most recent jobs, newest first (default 50, at most 1,000).
+#[derive(Debug, serde::Deserialize)]
+struct JobsQuery {
+    limit: Option<usize>,
+}
+
+async fn jobs(State(state): State<AppState>, Query(q): Query<JobsQuery>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let limit = q.limit.unwrap_or(50).min(1_000);
+    if state.router.send(Input::Jobs(limit, tx)).await.is_err() {
+        return unavailable("the router is not running");
+    }
+    match rx.await {
+        Ok(jobs) => Json(json!({"jobs": jobs})).into_response(),
+        Err(_) => unavailable("the router is not running"),
+    }
+}
+
+/// Body of the maintenance routes.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaintenanceBody {
+    maintenance: bool,
+    reason: String,
+}
+
+async fn set_maintenance(
+    state: &AppState,
+    target: MaintenanceTarget,
+    body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(&e.body_text()),
+    };
+    if body.reason.trim().is_empty() {
+        return bad_request("a reason is required");
+    }
+    let (tx, rx) = oneshot::channel();
+    let req = MaintenanceRequest { target, on: body.maintenance, reason: body.reason };
+    if state.router.send(Input::Maintenance(req, tx)).await.is_err() {
+        return unavailable("the router is not running");
+    }
+    match rx.await {
+        Ok(Ok(())) => Json(json!({"maintenance": body.maintenance})).into_response(),
+        Ok(Err(message)) => not_found(&message),
+        Err(_) => unavailable("the router is not running"),
+    }
+}
+
+async fn bank_maintenance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    set_maintenance(&state, MaintenanceTarget::Bank(id), body).await
+}
+
+async fn node_maintenance(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    set_maintenance(&state, MaintenanceTarget::Node(id), body).await
+}
+
+/// `GET /api/v1/events?job=N`: only that job's events.
+#[derive(Debug, serde::Deserialize)]
+struct EventsQuery {
+    job: Option<u64>,
+}
+
+/// Server-sent events: each [`ApiEvent`] as one event named by its type, its JSON
+/// as data. A reader that falls behind gets a `lagged` event with how many it
+/// missed (it should re-read the jobs it follows), never a stalled driver.
+async fn events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<sse::Event, std::convert::Infallible>>> {
+    let rx = state.events.subscribe();
+    let stream = futures::stream::unfold((rx, state.shutdown), move |(mut rx, mut stop)| async move {
+        loop {
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                _ = stop.wait_for(|&s| s) => return None,
+            };
+            let event = match received {
+                Ok(e) if q.job.is_some() && e.job() != q.job => continue,
+                Ok(e) => sse::Event::default()
+                    .event(e.name())
+                    .json_data(&e)
+                    .unwrap_or_else(|_| sse::Event::default().event("error")),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    sse::Event::default().event("lagged").data(format!("{{\"missed\":{missed}}}"))
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            return Some((Ok(event), (rx, stop)));
+        }
+    });
+    Sse::new(stream).keep_alive(sse::KeepAlive::default())
 }

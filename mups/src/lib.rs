@@ -8,7 +8,9 @@
 //! - [`node_link`]: one FO node link (HELLO, heartbeats, DATA, reconnect).
 //! - [`local_link`]: the local link to `pups` (control and data channels).
 //! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/state`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` routes (state,
+//!   banks, nodes, switch jobs, maintenance flags, the event stream).
+//! - [`persist`]: routes, admin intent and maintenance flags kept across restarts.
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
 //!   `proto::switchover`, driven by [`driver`].
@@ -24,5 +26,6 @@ pub mod link;
 pub mod local_link;
 pub mod metrics;
 pub mod node_link;
+pub mod persist;
 pub mod runtime;
 pub mod switching;

@@ -8,19 +8,24 @@ use std::time::Duration;
 
 use proto::config::ApplianceConfig;
 use proto::router::{NodeId, Router};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tracing::info;
 
-use crate::driver::{self, Outputs};
+use crate::driver::{self, DriverConfig, Outputs};
 use crate::http::{self, AppState};
 use crate::link::{Backoff, LinkSettings};
 use crate::local_link::{self, LocalLinkConfig};
 use crate::metrics::Metrics;
 use crate::node_link::{self, NodeLinkConfig};
+use crate::persist;
 
 /// Queue sizes between tasks: large enough for bursts at line rate, bounded so a
 /// stuck peer shows as back-pressure and counted overflows, not memory growth.
 const QUEUE: usize = 65_536;
+
+/// Events kept for slow event-stream readers; one that falls further behind is
+/// told how many it missed (and can re-read the job), the driver never waits.
+const EVENTS: usize = 16_384;
 
 /// `mups` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,14 +104,34 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
     tasks.push(tokio::spawn(local_link::run(local, pups_rx, router_tx.clone(), shutdown_rx.clone())));
     let router = Router::new(cfg.router_config());
     let outputs = Outputs { pups: pups_tx, nodes: node_txs };
-    let switch_cfg = proto::switchover::SwitchConfig {
-        command_timeout: Duration::from_millis(m.switch_command_timeout_ms),
-        drain_timeout: Duration::from_millis(m.drain_timeout_ms),
+    let (events, _) = broadcast::channel(EVENTS);
+    let (restored, persist) = match &m.state_dir {
+        Some(dir) => {
+            let restored = persist::load_or_set_aside(dir);
+            let (tx, rx) = watch::channel(restored.clone().unwrap_or_default());
+            // Not stopped by `shutdown`: it ends when the driver drops the sender,
+            // after writing the driver's last state.
+            tasks.push(tokio::spawn(persist::run_writer(dir.clone(), rx)));
+            (restored, Some(tx))
+        }
+        None => (None, None),
+    };
+    let driver_cfg = DriverConfig {
+        switch: proto::switchover::SwitchConfig {
+            command_timeout: Duration::from_millis(m.switch_command_timeout_ms),
+            drain_timeout: Duration::from_millis(m.drain_timeout_ms),
+        },
+        auto_failover: m.auto_failover,
+        auto_failback: m.auto_failback,
+        flap: cfg.flap_policy(),
+        bank_names: cfg.banks.iter().map(|b| b.name.clone()).collect(),
+        restored,
+        persist,
+        events: events.clone(),
     };
     tasks.push(tokio::spawn(driver::run(
         router,
-        switch_cfg,
-        m.auto_failover,
+        driver_cfg,
         router_rx,
         outputs,
         metrics.clone(),
@@ -121,6 +146,8 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
         metrics,
         router: router_tx.clone(),
         api_token: m.api_token.as_deref().map(Arc::from),
+        events,
+        shutdown: shutdown_rx.clone(),
     });
     let mut stop = shutdown_rx.clone();
     tasks.push(tokio::spawn(async move {

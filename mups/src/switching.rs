@@ -113,8 +113,33 @@ pub struct Job {
     pub created_unix_ms: u64,
     /// `running` or `done`.
     pub state: &'static str,
+    /// Who asked: `operator`, or `automatic` (failover, failback).
+    pub origin: &'static str,
+    /// Counts over the banks, and hold times.
+    pub summary: JobSummary,
     /// Per bank.
     pub banks: BTreeMap<String, BankResult>,
+}
+
+/// A job at a glance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    /// Banks named.
+    pub banks: usize,
+    /// Still switching.
+    pub running: usize,
+    /// Now on the new node.
+    pub switched: usize,
+    /// Rolled back: still on the old node.
+    pub rolled_back: usize,
+    /// Not switched, with a reason (already there, already switching, …).
+    pub skipped: usize,
+    /// Messages held, summed over the banks (each bank's most at once).
+    pub held_messages: usize,
+    /// Median hold time of the finished banks, microseconds.
+    pub hold_p50_micros: u64,
+    /// Longest hold time, microseconds.
+    pub hold_max_micros: u64,
 }
 
 impl Job {
@@ -122,13 +147,124 @@ impl Job {
     pub fn new(id: u64, reason: String, mode: Mode) -> Self {
         let created_unix_ms =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        Self { id, reason, mode, created_unix_ms, state: "running", banks: BTreeMap::new() }
+        Self {
+            id,
+            reason,
+            mode,
+            created_unix_ms,
+            state: "running",
+            origin: "operator",
+            summary: JobSummary::default(),
+            banks: BTreeMap::new(),
+        }
     }
 
-    /// Marks the job done when no bank is still switching.
+    /// Recomputes the summary; marks the job done when no bank is still switching.
     pub fn refresh_state(&mut self) {
-        let running = self.banks.values().any(|b| b.outcome.is_none() && b.skipped.is_none());
-        self.state = if running { "running" } else { "done" };
+        let mut s = JobSummary { banks: self.banks.len(), ..JobSummary::default() };
+        let mut holds = Vec::new();
+        for b in self.banks.values() {
+            s.held_messages += b.held_max;
+            match (&b.skipped, &b.outcome) {
+                (Some(_), _) => s.skipped += 1,
+                (None, None) => s.running += 1,
+                (None, Some(o)) => {
+                    if o.switched {
+                        s.switched += 1;
+                    } else {
+                        s.rolled_back += 1;
+                    }
+                    holds.push(o.hold_micros);
+                }
+            }
+        }
+        holds.sort_unstable();
+        s.hold_p50_micros = holds.get(holds.len() / 2).copied().unwrap_or(0);
+        s.hold_max_micros = holds.last().copied().unwrap_or(0);
+        self.state = if s.running > 0 { "running" } else { "done" };
+        self.summary = s;
+    }
+}
+
+/// What the event stream (`GET /api/v1/events`, server-sent events) carries: job
+/// progress for the console, and route and node changes whatever caused them.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ApiEvent {
+    /// A job was accepted.
+    JobStarted {
+        /// Job id.
+        job: u64,
+        /// Why.
+        reason: String,
+        /// `operator` or `automatic`.
+        origin: &'static str,
+        /// Banks named.
+        banks: usize,
+    },
+    /// A bank of a job moved to another phase or finished.
+    JobBank {
+        /// Job id.
+        job: u64,
+        /// Bank id.
+        bank: String,
+        /// Its phase (see [`phase_name`]), `skipped`, or `committed`/`rolled_back`.
+        phase: String,
+        /// How it ended, once it has.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outcome: Option<OutcomeView>,
+    },
+    /// Every bank of a job has finished.
+    JobDone {
+        /// Job id.
+        job: u64,
+        /// The counts.
+        summary: JobSummary,
+    },
+    /// A bank's route, intent or maintenance flag changed.
+    Route {
+        /// Bank id.
+        bank: String,
+        /// The node it is routed to.
+        active: String,
+        /// The node the operator chose.
+        intent: String,
+        /// Automatic moves leave it alone.
+        maintenance: bool,
+    },
+    /// A node went up or down, or its maintenance flag changed.
+    Node {
+        /// Node id.
+        node: String,
+        /// Link up.
+        up: bool,
+        /// Went down too often lately (no failback to it).
+        flapping: bool,
+        /// No bank is moved to it.
+        maintenance: bool,
+    },
+}
+
+impl ApiEvent {
+    /// The job the event belongs to, if any (for `?job=` filtering).
+    pub fn job(&self) -> Option<u64> {
+        match self {
+            Self::JobStarted { job, .. } | Self::JobBank { job, .. } | Self::JobDone { job, .. } => {
+                Some(*job)
+            }
+            _ => None,
+        }
+    }
+
+    /// The SSE event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::JobStarted { .. } => "job_started",
+            Self::JobBank { .. } => "job_bank",
+            Self::JobDone { .. } => "job_done",
+            Self::Route { .. } => "route",
+            Self::Node { .. } => "node",
+        }
     }
 }
 

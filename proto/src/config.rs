@@ -110,6 +110,20 @@ pub struct MupsSection {
     pub drain_timeout_ms: u64,
     /// When a node goes down, move every bank active on it to its reserve (if up).
     pub auto_failover: bool,
+    /// Move banks back to the node the operator chose for them (their admin
+    /// intent) once it is stable again. Off by default: a failback is a second
+    /// interruption, and operators usually want to choose its moment.
+    pub auto_failback: bool,
+    /// How long a node must have been up, without a break, before banks fail back to it, seconds.
+    pub failback_after_s: u64,
+    /// Window over which a node's down events are counted, seconds.
+    pub flap_window_s: u64,
+    /// Down events within the window that make a node flapping (no failback to it; reported).
+    pub flap_max_downs: usize,
+    /// Where routes, admin intent and maintenance flags are kept across restarts
+    /// (`routes.json`, written atomically). `None`: nothing is kept; the
+    /// configuration's `active_node` applies at every start.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for MupsSection {
@@ -128,6 +142,11 @@ impl Default for MupsSection {
             switch_command_timeout_ms: 500,
             drain_timeout_ms: 10_000,
             auto_failover: true,
+            auto_failback: false,
+            failback_after_s: 30,
+            flap_window_s: 300,
+            flap_max_downs: 3,
+            state_dir: None,
         }
     }
 }
@@ -341,6 +360,9 @@ impl ApplianceConfig {
         if self.pups.heartbeat_interval_ms == 0 || self.pups.heartbeat_misses == 0 {
             issue("pups.heartbeat_interval_ms".into(), "interval and misses must be above 0".into());
         }
+        if self.mups.flap_max_downs == 0 || self.mups.flap_window_s == 0 {
+            issue("mups.flap_max_downs".into(), "flap_max_downs and flap_window_s must be above 0".into());
+        }
         if self.pups.session_queue == 0 {
             issue("pups.session_queue".into(), "must be above 0".into());
         }
@@ -386,6 +408,15 @@ impl ApplianceConfig {
             }
         }
         if issues.is_empty() { Ok(()) } else { Err(ConfigError { issues }) }
+    }
+
+    /// When a node is flapping and when banks may fail back to it.
+    pub fn flap_policy(&self) -> crate::node_health::FlapPolicy {
+        crate::node_health::FlapPolicy {
+            window: Duration::from_secs(self.mups.flap_window_s),
+            max_downs: self.mups.flap_max_downs,
+            failback_after: Duration::from_secs(self.mups.failback_after_s),
+        }
     }
 
     /// The index of an FO node id.

@@ -113,6 +113,17 @@ pub fn bank_sim_config(lab: &Lab, bank: &LabBank, sessions: u32, rate: f64) -> s
     }
 }
 
+/// Settings a test adds to the lab's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    /// Extra `[mups]` lines (e.g. `auto_failback = true`).
+    pub mups: String,
+    /// Extra lines for every `[[bank]]` (e.g. `on_node_loss = "decline"`).
+    pub bank: String,
+    /// Keep routes in this lab's state directory (`[mups] state_dir`).
+    pub state_dir: bool,
+}
+
 /// A running single-appliance lab.
 pub struct Lab {
     /// The FO node simulators, `A` then `B`.
@@ -128,29 +139,36 @@ pub struct Lab {
     dir: PathBuf,
 }
 
+/// The FO node simulator configuration of node `id` for `banks`.
+pub fn node_config(id: &str, banks: &[LabBank]) -> FoNodeConfig {
+    let mut cfg =
+        FoNodeConfig { node_id: id.into(), listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
+    for b in banks {
+        cfg.banks.insert(b.id.into(), fo_node::config::BankConfig::new(b.layout));
+        if b.active == id && b.originate_rate > 0.0 {
+            cfg.originate.push(fo_node::config::OriginateConfig::new(b.id, b.originate_rate));
+        }
+    }
+    cfg
+}
+
 impl Lab {
     /// Starts everything and waits until `pups` is attached and both nodes are up.
     pub async fn start(name: &str, banks: Vec<LabBank>) -> Self {
+        Self::start_with(name, banks, LabOptions::default()).await
+    }
+
+    /// [`Lab::start`] with extra configuration.
+    pub async fn start_with(name: &str, banks: Vec<LabBank>, options: LabOptions) -> Self {
         let dir = std::env::temp_dir().join(format!("e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut nodes = Vec::new();
         for id in ["A", "B"] {
-            let mut cfg = FoNodeConfig {
-                node_id: id.into(),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..Default::default()
-            };
-            for b in &banks {
-                cfg.banks.insert(b.id.into(), fo_node::config::BankConfig::new(b.layout));
-                if b.active == id && b.originate_rate > 0.0 {
-                    cfg.originate.push(fo_node::config::OriginateConfig::new(b.id, b.originate_rate));
-                }
-            }
-            nodes.push(fo_node::start(cfg).await.expect("FO node simulator starts"));
+            nodes.push(fo_node::start(node_config(id, &banks)).await.expect("FO node simulator starts"));
         }
-        let config =
-            Arc::new(ApplianceConfig::from_toml_str(&config_toml(&dir, &nodes, &banks)).expect("lab config"));
+        let toml = config_toml(&dir, &nodes, &banks, &options);
+        let config = Arc::new(ApplianceConfig::from_toml_str(&toml).expect("lab config"));
         let pups = pups::Pups::start(Arc::clone(&config)).await.expect("pups starts");
         let mups = mups::runtime::start(Arc::clone(&config), Some("127.0.0.1:0".parse().unwrap()))
             .await
@@ -190,6 +208,44 @@ impl Lab {
         }
     }
 
+    /// Stops `mups` and starts it again with the same configuration (bank sessions
+    /// stay in `pups`); waits until it is attached and sees both nodes up.
+    pub async fn restart_mups(self) -> Self {
+        let Self { nodes, pups, mups, banks, config, dir } = self;
+        mups.stop().await;
+        let mups = mups::runtime::start(Arc::clone(&config), Some("127.0.0.1:0".parse().unwrap()))
+            .await
+            .expect("mups starts again");
+        let lab = Self { nodes, pups, mups, banks, config, dir };
+        lab.wait_until("pups attached again and nodes up", |s| {
+            s.pups_attached && s.nodes.iter().filter(|n| n.up).count() >= 1
+        })
+        .await;
+        lab
+    }
+
+    /// Starts a new simulator for node `index` (after it died) on the same port, so
+    /// `mups` reconnects to it.
+    pub async fn revive_node(&mut self, index: usize) {
+        let id = ["A", "B"][index];
+        let mut cfg = node_config(id, &self.banks);
+        cfg.listen = self.config.fo_nodes[index].address;
+        // The old listener's port may linger briefly after the kill.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match fo_node::start(cfg.clone()).await {
+                Ok(node) => {
+                    self.nodes[index] = node;
+                    return;
+                }
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "node {id} cannot restart: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
     /// Stops everything and removes the temporary files.
     pub async fn stop(self) {
         self.mups.stop().await;
@@ -201,10 +257,21 @@ impl Lab {
     }
 }
 
-fn config_toml(dir: &std::path::Path, nodes: &[FoNodeHandle], banks: &[LabBank]) -> String {
+fn config_toml(
+    dir: &std::path::Path,
+    nodes: &[FoNodeHandle],
+    banks: &[LabBank],
+    options: &LabOptions,
+) -> String {
+    let state_dir = if options.state_dir {
+        format!("state_dir = \"{}\"\n", dir.join("state").display())
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n\n",
-        dir.join("pups.sock").display()
+        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n{state_dir}{}\n\n",
+        dir.join("pups.sock").display(),
+        options.mups,
     );
     for node in nodes {
         out += &format!("[[fo_node]]\nid = \"{}\"\naddress = \"{}\"\n\n", node.node_id(), node.local_addr());
@@ -215,7 +282,8 @@ fn config_toml(dir: &std::path::Path, nodes: &[FoNodeHandle], banks: &[LabBank])
         out += &format!(
             "[[bank]]\nid = \"{id}\"\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\nmax_sessions = 16\n\
              framing = {{ length = \"{framing}\", tpdu = {tpdu} }}\nlayout = \"{layout}\"\n\
-             active_node = \"{active}\"\nreserve_node = \"{reserve}\"\nrequest_timeout_ms = 10000\n\n",
+             active_node = \"{active}\"\nreserve_node = \"{reserve}\"\nrequest_timeout_ms = 10000\n{extra}\n\n",
+            extra = options.bank,
             id = b.id,
             framing = b.framing,
             layout = b.layout,

@@ -102,6 +102,9 @@ pub struct Stats {
     pub contexts_sent: u64,
     /// `CONTEXT`s taken (as a switchover target).
     pub contexts_received: u64,
+    /// Contexts of requests the other node originated whose id equals one of ours
+    /// (acknowledged, not tracked: their responses go to the node that sent them).
+    pub contexts_not_tracked: u64,
     /// `SYNC_END`s sent.
     pub sync_ends_sent: u64,
     /// In-flight requests dropped by `DEACTIVATE` (handed over, or taken and

@@ -16,7 +16,7 @@ use proto::fo_link::{
     Ack, Activate, Context, Deactivate, Direction, FoMessage, Nack, NackReason, SyncBegin, SyncEnd,
 };
 use proto::iso8583::{Message, Role};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::config::CommandKind;
 use super::node::{InFlight, Originated, Shared, State, SyncInfo, SyncSide, instant_of, later, unix_micros};
@@ -165,10 +165,6 @@ impl Shared {
                     Direction::ToBank if m.correlation_id == 0 => {
                         Err((NackReason::BadState, "correlation id 0".to_owned()))
                     }
-                    Direction::ToBank if st.originated.contains_key(&m.correlation_id) => Err((
-                        NackReason::BadState,
-                        format!("correlation id {} already in flight here", m.correlation_id),
-                    )),
                     Direction::ToBank => Ok(()),
                 }
             }
@@ -289,6 +285,14 @@ impl Shared {
                     // A taken-over request did not come on a link of ours: "close" drops it too.
                     Decision::Drop | Decision::Close => st.stats.dropped_by_rule += 1,
                 }
+            }
+            // The other node's correlation ids are its own namespace: one may equal one of
+            // ours. Its bank response goes to the node that sent the request (mups
+            // routes it there), so such a context is acknowledged but not tracked here.
+            Direction::ToBank if st.originated.contains_key(&m.correlation_id) => {
+                st.stats.contexts_not_tracked += 1;
+                debug!(bank = %m.bank_id, correlation_id = m.correlation_id,
+                       "context of a request the other node originated: its id is one of ours, not tracked");
             }
             Direction::ToBank => {
                 let deadline = instant_of(m.deadline_micros, now, now_micros);
