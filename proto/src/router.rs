@@ -774,9 +774,18 @@ impl Router {
     }
 
     /// Routes the bank to `to` and sends what was held, in order.
+    ///
+    /// When the route moves, the bank's requests still in flight are now the new
+    /// node's: the switchover handed them over as contexts. Should the old node die
+    /// later, they are not its losses (no decline, no blame in the metrics).
     pub fn release(&mut self, now: Instant, bank: BankIdx, to: NodeId) {
         let b = usize::from(bank.0);
-        self.banks[b].spec.active = to;
+        let from = std::mem::replace(&mut self.banks[b].spec.active, to);
+        if from != to && self.banks[b].inflight > 0 {
+            for p in self.pending.values_mut().filter(|p| p.bank == bank && p.node == from) {
+                p.node = to;
+            }
+        }
         let Some(held) = self.banks[b].held.take() else { return };
         for h in held {
             if h.mti.role() == Role::Request {

@@ -483,3 +483,23 @@ fn with_the_timeout_policy_a_lost_node_s_requests_wait_for_their_deadline() {
     assert!(actions(&mut r).iter().any(|a| matches!(a, Action::Event(Event::Timeout { node: A, .. }))));
     assert_eq!((r.counters(BANK).timeouts, r.counters(BANK).declined), (1, 0));
 }
+
+#[test]
+fn requests_handed_over_in_a_switchover_are_not_declined_when_the_old_node_dies() {
+    let t0 = Instant::now();
+    let mut r = router_with(BadMessagePolicy::Drop, NodeLossPolicy::Decline { code: "91".into() });
+    r.session_up(t0, 1, BANK, "bank".into());
+    r.from_bank(t0, BANK, 1, auth("000001"));
+    let (node, handed_over) = sent_to_node(&actions(&mut r));
+    assert_eq!(node, A);
+    r.hold(BANK);
+    r.release(t0, BANK, B);
+    let _ = actions(&mut r);
+    r.node_link(A, false);
+    assert!(sent_to_bank(&actions(&mut r)).is_empty(), "B has the request now: no decline");
+    assert_eq!((r.counters(BANK).declined, r.inflight(BANK)), (0, 1));
+    // B answers it.
+    r.from_node(t0, B, to_bank_data(handed_over.correlation_id, 1, auth_resp("000001")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
+    assert_eq!(r.inflight(BANK), 0);
+}
