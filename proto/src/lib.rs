@@ -13,6 +13,8 @@
 //!   `check`/`encode` pair that any buffer type can drive.
 //! - [`router`]: the sans-IO router of `mups`: where each message goes, requests in
 //!   flight both ways, timeouts, late and unmatched responses, session application state.
+//! - [`appliance_switch`]: the planned appliance switchover (sessions handed to the
+//!   twin, VIP following), both sides as sans-IO state machines.
 //! - [`switchover`]: one bank's FO switchover (sync, context hand-over, deactivate,
 //!   activate; abort and roll back), as a sans-IO state machine.
 //! - [`node_health`]: FO node up/down history for automatic failover and failback
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod appliance_switch;
 pub mod config;
 pub mod fo_link;
 pub mod frame;
