@@ -698,14 +698,25 @@ impl<'a> Reader<'a> {
             timestamps_ok,
             timestamp,
             window,
-            options: SocketOptions { nodelay, keepalive, user_timeout_ms, send_buffer, recv_buffer, mark, tos },
+            options: SocketOptions {
+                nodelay,
+                keepalive,
+                user_timeout_ms,
+                send_buffer,
+                recv_buffer,
+                mark,
+                tos,
+            },
         };
         tcp.validate()?;
         let bank_id = self.string("app.bank_id")?;
         let session_id = self.u64("app.session_id")?;
         let partial_frame = self.bytes("app.partial_frame")?.to_vec();
-        let last_tpdu =
-            if self.present("app.last_tpdu")? { Some(self.array::<TPDU_LEN>("app.last_tpdu")?) } else { None };
+        let last_tpdu = if self.present("app.last_tpdu")? {
+            Some(self.array::<TPDU_LEN>("app.last_tpdu")?)
+        } else {
+            None
+        };
         let last_header = if self.present("app.last_header")? {
             Some(self.bytes("app.last_header")?.to_vec())
         } else {
@@ -714,8 +725,8 @@ impl<'a> Reader<'a> {
         let sign_on = SignOnState::from_u8(self.u8("app.sign_on")?)
             .ok_or_else(|| invalid("app.sign_on", "unknown sign-on state"))?;
         let matching = self.bytes("app.matching")?.to_vec();
-        let app = SessionState { bank_id, session_id, partial_frame, last_tpdu, last_header, sign_on, matching };
+        let app =
+            SessionState { bank_id, session_id, partial_frame, last_tpdu, last_header, sign_on, matching };
         Ok(SessionSnapshot { tcp, app })
     }
 }
-

@@ -61,31 +61,33 @@ fn tcp() -> impl Strategy<Value = TcpSnapshot> {
         any::<[u32; 5]>(),
         options(),
     )
-        .prop_map(|((local, remote), (snd_seq, rcv_seq), sq, unsent, rq, mss, ws, (sack, ts, tsv), w, o)| {
-            let send_unsent = if sq.is_empty() { 0 } else { unsent % (sq.len() as u32 + 1) };
-            TcpSnapshot {
-                local,
-                remote,
-                snd_seq,
-                rcv_seq,
-                send_queue: sq,
-                send_unsent,
-                recv_queue: rq,
-                mss,
-                window_scale: ws.map(|(snd, rcv)| WindowScale { snd, rcv }),
-                sack_ok: sack,
-                timestamps_ok: ts,
-                timestamp: tsv,
-                window: RepairWindow {
-                    snd_wl1: w[0],
-                    snd_wnd: w[1],
-                    max_window: w[2],
-                    rcv_wnd: w[3],
-                    rcv_wup: w[4],
-                },
-                options: o,
-            }
-        })
+        .prop_map(
+            |((local, remote), (snd_seq, rcv_seq), sq, unsent, rq, mss, ws, (sack, ts, tsv), w, o)| {
+                let send_unsent = if sq.is_empty() { 0 } else { unsent % (sq.len() as u32 + 1) };
+                TcpSnapshot {
+                    local,
+                    remote,
+                    snd_seq,
+                    rcv_seq,
+                    send_queue: sq,
+                    send_unsent,
+                    recv_queue: rq,
+                    mss,
+                    window_scale: ws.map(|(snd, rcv)| WindowScale { snd, rcv }),
+                    sack_ok: sack,
+                    timestamps_ok: ts,
+                    timestamp: tsv,
+                    window: RepairWindow {
+                        snd_wl1: w[0],
+                        snd_wnd: w[1],
+                        max_window: w[2],
+                        rcv_wnd: w[3],
+                        rcv_wup: w[4],
+                    },
+                    options: o,
+                }
+            },
+        )
 }
 
 fn app() -> impl Strategy<Value = SessionState> {
@@ -98,19 +100,21 @@ fn app() -> impl Strategy<Value = SessionState> {
         0..4u8,
         proptest::collection::vec(any::<u8>(), 0..100),
     )
-        .prop_map(|(bank_id, session_id, partial_frame, last_tpdu, last_header, s, matching)| SessionState {
-            bank_id,
-            session_id,
-            partial_frame,
-            last_tpdu,
-            last_header,
-            sign_on: [
-                SignOnState::Unknown,
-                SignOnState::SignedOn,
-                SignOnState::SignedOff,
-                SignOnState::EchoFailing,
-            ][usize::from(s)],
-            matching,
+        .prop_map(|(bank_id, session_id, partial_frame, last_tpdu, last_header, s, matching)| {
+            SessionState {
+                bank_id,
+                session_id,
+                partial_frame,
+                last_tpdu,
+                last_header,
+                sign_on: [
+                    SignOnState::Unknown,
+                    SignOnState::SignedOn,
+                    SignOnState::SignedOff,
+                    SignOnState::EchoFailing,
+                ][usize::from(s)],
+                matching,
+            }
         })
 }
 
@@ -139,7 +143,13 @@ fn sample() -> SessionSnapshot {
             sack_ok: true,
             timestamps_ok: true,
             timestamp: 123_457,
-            window: RepairWindow { snd_wl1: 4990, snd_wnd: 64000, max_window: 64000, rcv_wnd: 65535, rcv_wup: 4990 },
+            window: RepairWindow {
+                snd_wl1: 4990,
+                snd_wnd: 64000,
+                max_window: 64000,
+                rcv_wnd: 65535,
+                rcv_wup: 4990,
+            },
             options: SocketOptions { nodelay: true, ..SocketOptions::default() },
         },
         app: SessionState {
@@ -250,7 +260,10 @@ fn snapshot_huge_length_is_refused_without_allocating() {
     let mut bytes = b.encode().unwrap();
     let n = bytes.len();
     bytes[n - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
-    assert!(matches!(SnapshotBatch::decode(&bytes), Err(SnapshotError::Truncated { field: "batch.sessions", .. })));
+    assert!(matches!(
+        SnapshotBatch::decode(&bytes),
+        Err(SnapshotError::Truncated { field: "batch.sessions", .. })
+    ));
 }
 
 #[test]
@@ -274,7 +287,10 @@ fn snapshot_invalid_values_are_named() {
     assert_eq!(bytes[sack_at], 1);
     let mut bad = bytes.clone();
     bad[sack_at] = 2;
-    assert!(matches!(SessionSnapshot::decode(&bad), Err(SnapshotError::Invalid { field: "tcp.sack_ok", .. })));
+    assert!(matches!(
+        SessionSnapshot::decode(&bad),
+        Err(SnapshotError::Invalid { field: "tcp.sack_ok", .. })
+    ));
 
     let mut bad = bytes.clone();
     bad.push(0);
