@@ -466,14 +466,78 @@ fn checkpoint_then_leave_repair_keeps_serving_here() {
     assert_eq!(&buf, b"xyz");
 }
 
+/// IPv6, on loopback in one namespace: nothing is in flight (loopback acks at
+/// once) and the bank side stays quiet between checkpoint and restore, so no
+/// lock is needed.
+#[test]
+fn restore_ipv6_keeps_the_stream() {
+    let ns = Netns::new("v6");
+    let before = ns.counters();
+    let (listener, bank) = ns.run(|| {
+        let l = TcpListener::bind("[::1]:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        (l, c)
+    });
+    let (server, _) = listener.accept().unwrap();
+    server.set_nodelay(true).unwrap();
+    let up = pattern(6, 0..300_000);
+    (&bank).write_all(&up[..1000]).unwrap();
+    wait_unread(&server, 1000);
+    let tcp = sys::checkpoint(&server, Buffers::Autotuned).expect("checkpoint");
+    assert!(tcp.local.is_ipv6());
+    assert_eq!(tcp.recv_queue, up[..1000]);
+    sys::close_silently(server).unwrap();
+    let server = ns.run(|| sys::restore(&tcp)).expect("restore").resume().expect("resume");
+    // Loopback's clamp (65476 on IPv6) is over what TCP_MAXSEG accepts; the
+    // restore caps it at 32767 rather than fall back to 536.
+    let mss = SockRef::from(&server).tcp_mss().unwrap();
+    println!("IPv6 loopback: MSS clamp {}, restored MSS {mss}", tcp.mss);
+    assert_eq!(mss, u32::from(tcp.mss.min(32767)) - 12 * u32::from(tcp.timestamps_ok));
+
+    let down = pattern(7, 0..300_000);
+    let reader = bank_reader(bank.try_clone().unwrap(), down.len());
+    let writer = {
+        let server = server.try_clone().unwrap();
+        let down = down.clone();
+        thread::spawn(move || (&server).write_all(&down).unwrap())
+    };
+    (&bank).write_all(&up[1000..]).unwrap();
+    let mut seen = vec![0; up.len()];
+    server.set_read_timeout(Some(PATIENCE)).unwrap();
+    (&server).read_exact(&mut seen).unwrap();
+    assert!(seen == up, "bank -> appliance: every byte once, in order");
+    writer.join().unwrap();
+    assert!(reader.join().unwrap().bytes == down, "appliance -> bank: every byte once, in order");
+    let after = ns.counters();
+    assert_eq!(after.get("TcpOutRsts"), before.get("TcpOutRsts"));
+    assert_eq!(after.get("TcpExtPAWSEstab"), before.get("TcpExtPAWSEstab"));
+}
+
 #[test]
 fn self_check_passes_as_root() {
     sys::self_check().expect("root with CAP_NET_ADMIN on a kernel with TCP_REPAIR");
 }
 
 #[test]
+fn check_repair_command_reports_a_missing_capability() {
+    let pups = env!("CARGO_BIN_EXE_pups");
+    let ok = Command::new(pups).arg("check-repair").output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("TCP_REPAIR: ok"));
+    // Root without CAP_NET_ADMIN/CAP_NET_RAW in its bounding set, as a daemon
+    // started with dropped privileges would be.
+    let out = Command::new("setpriv")
+        .args(["--bounding-set=-net_admin,-net_raw", "--inh-caps=-all", pups, "check-repair"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TCP_REPAIR needs CAP_NET_ADMIN"), "{stderr}");
+}
+
+#[test]
 fn tools_are_installed() {
-    for tool in ["ip", "nft", "nstat"] {
+    for tool in ["ip", "nft", "nstat", "setpriv"] {
         let ok = Command::new("sh").args(["-c", &format!("command -v {tool}")]).status().unwrap().success();
         assert!(ok, "{tool} is needed by these tests (scripts/test installs it)");
     }

@@ -10,7 +10,7 @@ use proto::snapshot::{KeepAlive, RepairWindow, SocketOptions, TcpSnapshot, Windo
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use super::ffi::*;
-use super::sockopt::{get, get_int, ioctl_int, peek, send, set, set_int, set_slice, tcp_info};
+use super::sockopt::{disconnect, get, get_int, ioctl_int, peek, send, set, set_int, set_slice, tcp_info};
 use super::{CheckpointError, NotSilent, RestoreError};
 
 /// Whether a socket's buffer sizes belong in its snapshot.
@@ -205,15 +205,22 @@ fn read_options(fd: BorrowedFd<'_>, v6: bool, buffers: Buffers) -> Result<Socket
 ///
 /// If repair mode cannot be entered the fd is handed back unclosed, since a
 /// plain close would tell the bank the session is over.
+///
+/// The connection is dropped before the fd is closed, so its 4-tuple is free
+/// when this returns even if other references to the socket are still open (a
+/// `dup`, or a child forked by another thread that has not yet reached `exec`,
+/// holding the fd until its close-on-exec): a restore on this same host would
+/// otherwise fail with EADDRNOTAVAIL (seen in the tests).
 pub fn close_silently(sock: impl Into<OwnedFd>) -> Result<(), NotSilent> {
     let fd: OwnedFd = sock.into();
-    match enter_repair(fd.as_fd()) {
-        Ok(()) => {
-            drop(fd);
-            Ok(())
-        }
-        Err(source) => Err(NotSilent { fd, source }),
+    if let Err(source) = enter_repair(fd.as_fd()) {
+        return Err(NotSilent { fd, source });
     }
+    // In repair mode the disconnect sends nothing (`tcp_disconnect` only sets
+    // ECONNABORTED locally). If it fails, closing in repair mode is still silent.
+    let _ = disconnect(fd.as_fd());
+    drop(fd);
+    Ok(())
 }
 
 /// Takes a checkpointed socket out of repair mode, to go on serving it here
@@ -296,8 +303,8 @@ impl Drop for Restored {
 /// 4. queue sequence numbers, before any data and before `connect` (the kernel
 ///    refuses them after): receive at `rcv_seq − len(recv_queue)`, send at
 ///    `snd_una` — the whole send queue is sent again later as new data;
-/// 5. `TCP_MAXSEG` = the MSS clamp, before `connect`, or the socket keeps a
-///    536-based MSS (524) for life;
+/// 5. `TCP_MAXSEG` = the MSS clamp (at most 32767, the kernel's limit), before
+///    `connect`, or the socket keeps a 536-based MSS (524) for life;
 /// 6. `connect(remote)`: in repair mode no SYN, the socket is ESTABLISHED;
 /// 7. `TCP_REPAIR_OPTIONS` (only allowed before any byte is sent), then
 ///    `TCP_TIMESTAMP`, so our TSval does not go back (the peer would drop our
@@ -343,7 +350,10 @@ pub fn restore(snap: &TcpSnapshot) -> Result<Restored, RestoreError> {
     set_int(fd, IPPROTO_TCP, TCP_QUEUE_SEQ, snap.send_queue_seq() as c_int)
         .map_err(rsys("TCP_QUEUE_SEQ send"))?;
     queue(fd, TCP_NO_QUEUE).map_err(rsys("TCP_REPAIR_QUEUE none"))?;
-    set_int(fd, IPPROTO_TCP, libc::TCP_MAXSEG, c_int::from(snap.mss)).map_err(rsys("TCP_MAXSEG"))?;
+    // The kernel refuses a user MSS above MAX_TCP_WINDOW (EINVAL). Only loopback
+    // negotiates more (65495); capped, the MSS there is still far from 524.
+    let user_mss = snap.mss.min(MAX_USER_MSS);
+    set_int(fd, IPPROTO_TCP, libc::TCP_MAXSEG, c_int::from(user_mss)).map_err(rsys("TCP_MAXSEG"))?;
 
     sock.connect(&snap.remote.into()).map_err(|source| match source.raw_os_error() {
         Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE) => {
@@ -390,6 +400,9 @@ pub fn restore(snap: &TcpSnapshot) -> Result<Restored, RestoreError> {
     repair(fd, TCP_REPAIR_OFF_NO_WP).map_err(rsys("TCP_REPAIR off"))?;
     Ok(Restored { stream: Some(sock.into()), pending: snap.send_queue.clone() })
 }
+
+/// The largest `TCP_MAXSEG` the kernel accepts (`MAX_TCP_WINDOW`).
+pub(crate) const MAX_USER_MSS: u16 = 32767;
 
 /// Chunk size for queue writes; halved on ENOMEM, as libsoccr does: the kernel
 /// builds one linear skb per write and large ones may not be allocatable.

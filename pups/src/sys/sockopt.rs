@@ -115,3 +115,15 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     let n = unsafe { libc::send(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
     if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
 }
+
+/// `connect(AF_UNSPEC)`: the kernel disconnects the socket at once (for TCP,
+/// `tcp_disconnect`), however many references to it are open.
+pub(crate) fn disconnect(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: all-zero is a valid `sockaddr`.
+    let mut addr: libc::sockaddr = unsafe { std::mem::zeroed() };
+    addr.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+    let len = size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: `addr` is a live `sockaddr` of `len` bytes; the kernel only reads it.
+    cvt(unsafe { libc::connect(fd.as_raw_fd(), &raw const addr, len) })?;
+    Ok(())
+}
