@@ -25,6 +25,9 @@
 //! - [`fo_link`]: the FO link protocol between `mups` and the FO nodes (bank
 //!   traffic, heartbeats, bank state, switchover commands): `check`/`decode` over
 //!   `Bytes`, `encode` to a `Vec`, and a streaming decoder over `BytesMut`.
+//! - [`snapshot`]: one bank TCP session's checkpoint (kernel TCP state from
+//!   `TCP_REPAIR`, socket options, framing and sign-on state) and the batch shipped
+//!   to the twin appliance, with a versioned binary codec.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -35,4 +38,5 @@ pub mod frame;
 pub mod iso8583;
 pub mod node_health;
 pub mod router;
+pub mod snapshot;
 pub mod switchover;

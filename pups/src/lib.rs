@@ -21,9 +21,13 @@
 //!   and control channels, inventory, heartbeats, session commands).
 //! - [`metrics`]: counters, `/metrics` and `/healthz`, and [`Stats`] to read them.
 //! - [`error`]: [`PupsError`], why `pups` could not start.
+//! - [`sys`]: `TCP_REPAIR` checkpoint and restore of bank sockets, and the
+//!   startup self-check; the only module allowed `unsafe`.
 //!
 //! [`Pups::start`] binds everything and runs it on the current tokio runtime;
 //! [`run`] is the same until a shutdown future completes.
+
+#![deny(unsafe_code)]
 
 pub mod codec;
 pub mod error;
@@ -32,6 +36,8 @@ mod listener;
 pub mod local_link;
 pub mod metrics;
 mod session;
+#[allow(unsafe_code)]
+pub mod sys;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +80,12 @@ impl Pups {
     /// tokio runtime.
     pub async fn start(cfg: Arc<ApplianceConfig>) -> Result<Self, PupsError> {
         cfg.validate()?;
+        // Sessions cannot move to the twin appliance without this; say so now,
+        // not at the first switchover. Serving banks does not need it.
+        match sys::self_check() {
+            Ok(()) => info!("TCP_REPAIR self-check passed: sessions can be handed to the twin appliance"),
+            Err(e) => warn!(error = %e, "sessions cannot be handed to the twin appliance"),
+        }
         let hub = Arc::new(hub::Hub::new(cfg.clone()));
         let listeners = listener::bind_all(&hub)?;
         let mut bank_addrs = Vec::new();

@@ -1,6 +1,7 @@
 //! `pups` command line: `pups run --config FILE` runs the edge proxy until SIGTERM
 //! or SIGINT; `pups check-config --config FILE` validates a configuration and
-//! prints every problem with its key path.
+//! prints every problem with its key path; `pups check-repair` says whether this
+//! kernel and these privileges can move sessions to the twin (`TCP_REPAIR`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,6 +16,8 @@ use tracing::{error, info};
 const EXIT_CONFIG: u8 = 64;
 /// Exit code for a configuration file that cannot be read (EX_NOINPUT).
 const EXIT_NO_INPUT: u8 = 66;
+/// Exit code when `TCP_REPAIR` is not usable here (EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
 
 /// PUPS edge proxy.
 #[derive(Parser)]
@@ -41,6 +44,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Check that sessions can be handed to the twin appliance: the kernel has
+    /// TCP_REPAIR and what goes with it, and we hold CAP_NET_ADMIN (exit 69 if not).
+    CheckRepair,
 }
 
 /// Why a configuration could not be loaded.
@@ -76,6 +82,18 @@ fn report(path: &Path, e: &LoadError) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::CheckRepair => match pups::sys::self_check() {
+            Ok(()) => {
+                println!(
+                    "TCP_REPAIR: ok (repair mode, TCP_REPAIR_WINDOW, TCP_REPAIR_OFF_NO_WP, IP_TRANSPARENT)"
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pups: {e}");
+                ExitCode::from(EXIT_UNAVAILABLE)
+            }
+        },
         Command::CheckConfig { config } => match load(&config) {
             Ok(cfg) => {
                 println!(
