@@ -17,6 +17,8 @@
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 //! - [`keepalived`]: `keepalived.conf` rendered from `[vrrp]` (askama), checked with
 //!   `keepalived --config-test`, installed atomically.
+//! - [`vrrp`]: keepalived's notify FIFO (typed state-change events) and the track
+//!   file through which `mups` puts its appliance in FAULT.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -30,3 +32,4 @@ pub mod metrics;
 pub mod node_link;
 pub mod runtime;
 pub mod switching;
+pub mod vrrp;
