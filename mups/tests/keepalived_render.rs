@@ -64,6 +64,7 @@ fn the_rendered_file_has_the_pair_settings() {
 
     let global = block(&conf, "global_defs");
     assert!(global.contains(&"vrrp_version 3"), "{conf}");
+    assert!(global.contains(&"fifo_write_vrrp_states_on_reload"), "{conf}");
     assert!(global.contains(&format!("vrrp_notify_fifo \"{d}/vrrp.fifo\"").as_str()), "{conf}");
 
     let track = block(&conf, "track_file pups_fault");
