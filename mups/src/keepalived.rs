@@ -17,6 +17,10 @@ use proto::config::{ApplianceConfig, ConfigIssue, VrrpSection};
 /// The keepalived binary `--check` runs, unless told otherwise.
 pub const KEEPALIVED: &str = "keepalived";
 
+/// The oldest keepalived whose `--config-test -f FILE` we trust. Directives it
+/// does not know still fail the test itself ("Unknown keyword").
+pub const MIN_VERSION: (u32, u32, u32) = (2, 0, 0);
+
 /// Why a configuration could not be rendered, checked or installed.
 #[derive(Debug, thiserror::Error)]
 pub enum KeepalivedError {
@@ -37,6 +41,22 @@ pub enum KeepalivedError {
         program: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// `keepalived --version` printed no version we could read.
+    #[error("{program} --version printed no \"Keepalived vX.Y.Z\": {output:?}")]
+    UnknownVersion {
+        /// The program.
+        program: String,
+        /// What it printed.
+        output: String,
+    },
+    /// keepalived is older than [`MIN_VERSION`].
+    #[error("{program} is keepalived {}.{}.{}; at least {}.{}.{} is needed", found.0, found.1, found.2, MIN_VERSION.0, MIN_VERSION.1, MIN_VERSION.2)]
+    TooOld {
+        /// The program.
+        program: String,
+        /// Its version.
+        found: (u32, u32, u32),
     },
     /// keepalived found the rendered file unusable.
     #[error("keepalived --config-test rejected the configuration ({status}):\n{diagnostics}")]
@@ -131,13 +151,44 @@ pub struct ConfigTestReport {
     pub warnings: String,
 }
 
-/// Runs `program --config-test -f path` (keepalived ≥ 2.0).
+/// The version `program --version` reports (keepalived prints it on stderr:
+/// `Keepalived v2.2.7 (01/16,2022)`).
+pub fn version(program: &str) -> Result<(u32, u32, u32), KeepalivedError> {
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|source| KeepalivedError::Spawn { program: program.into(), source })?;
+    let mut text = String::from_utf8_lossy(&out.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stdout));
+    parse_version(&text).ok_or_else(|| KeepalivedError::UnknownVersion {
+        program: program.into(),
+        output: text.trim().to_owned(),
+    })
+}
+
+fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "Keepalived")?;
+    let mut nums = words.next()?.strip_prefix('v')?.split('.').map(|n| {
+        // "2.2.8-r1", "2.3.1+": the leading digits.
+        let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    });
+    Some((nums.next()??, nums.next().flatten().unwrap_or(0), nums.next().flatten().unwrap_or(0)))
+}
+
+/// Runs `program --config-test -f path`, after checking that `program` is
+/// keepalived ≥ [`MIN_VERSION`].
 ///
 /// The file must exist: keepalived 2.2.7 reports a missing file but still exits 0,
 /// so that case is refused here before keepalived runs.
 pub fn config_test(program: &str, path: &Path) -> Result<ConfigTestReport, KeepalivedError> {
     if let Err(source) = std::fs::metadata(path) {
         return Err(KeepalivedError::Io { path: path.to_owned(), source });
+    }
+    let found = version(program)?;
+    if found < MIN_VERSION {
+        return Err(KeepalivedError::TooOld { program: program.into(), found });
     }
     // Not `--config-test=FILE`: there FILE is where diagnostics go, and keepalived
     // would test its default configuration instead.
@@ -241,4 +292,21 @@ pub struct RenderOutcome {
     pub report: Option<ConfigTestReport>,
     /// Where the file was installed, if anywhere.
     pub written: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn versions_are_read_from_keepalived_banners() {
+        assert_eq!(
+            parse_version("Keepalived v2.2.7 (01/16,2022)\n\nCopyright(C) 2001-2022"),
+            Some((2, 2, 7))
+        );
+        assert_eq!(parse_version("Keepalived v2.3.1+ (05/24,2024)"), Some((2, 3, 1)));
+        assert_eq!(parse_version("Keepalived v1.3"), Some((1, 3, 0)));
+        assert_eq!(parse_version("keepalived: command not found"), None);
+        assert_eq!(parse_version("Keepalived vX"), None);
+    }
 }

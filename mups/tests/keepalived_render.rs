@@ -215,3 +215,19 @@ fn keepalived_accepts_the_rendered_file_and_output_is_replaced_only_after_it_did
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), keepalived::render(&cfg).unwrap());
 }
+
+#[test]
+fn the_installed_keepalived_is_new_enough_and_an_old_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let found = keepalived::version(keepalived::KEEPALIVED).unwrap();
+    assert!(found >= keepalived::MIN_VERSION, "{found:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("keepalived-1");
+    std::fs::write(&old, "#!/bin/sh\necho 'Keepalived v1.3.5 (03/19,2017)' >&2\nexit 0\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = dir.path().join("keepalived.conf");
+    std::fs::write(&conf, "").unwrap();
+    let err = keepalived::config_test(old.to_str().unwrap(), &conf).unwrap_err();
+    assert!(matches!(err, KeepalivedError::TooOld { found: (1, 3, 5), .. }), "{err}");
+}
