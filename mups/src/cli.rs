@@ -23,6 +23,37 @@ pub enum Command {
     /// ISO 8583 tools.
     #[command(subcommand)]
     Iso(IsoCommand),
+    /// keepalived integration (the appliance pair's VIP).
+    #[command(subcommand)]
+    Keepalived(KeepalivedCommand),
+}
+
+/// `mups keepalived …`
+#[derive(Debug, Subcommand)]
+pub enum KeepalivedCommand {
+    /// Render keepalived.conf from the [vrrp] section of the appliance configuration.
+    ///
+    /// Without --output the file goes to stdout. With --check, keepalived itself
+    /// tests it (`keepalived --config-test`) first; nothing is written or printed if it
+    /// fails. --output replaces the file atomically (temporary file + rename).
+    Render(RenderArgs),
+}
+
+/// Arguments of `mups keepalived render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The appliance configuration (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Write here instead of stdout, e.g. /etc/keepalived/keepalived.conf.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Test the rendered file with `keepalived --config-test` before writing it.
+    #[arg(long)]
+    pub check: bool,
+    /// The keepalived binary --check runs.
+    #[arg(long, default_value = crate::keepalived::KEEPALIVED, requires = "check")]
+    pub keepalived: String,
 }
 
 /// `mups iso …`

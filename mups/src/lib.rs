@@ -14,14 +14,20 @@
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
 //!   `proto::switchover`, driven by [`driver`].
-//! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`).
+//! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`,
+//!   `mups keepalived render`).
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
+//! - [`keepalived`]: `keepalived.conf` rendered from `[vrrp]` (askama), checked with
+//!   `keepalived --config-test`, installed atomically.
+//! - [`vrrp`]: keepalived's notify FIFO (typed state-change events) and the track
+//!   file through which `mups` puts its appliance in FAULT.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod driver;
 pub mod http;
 pub mod iso_tool;
+pub mod keepalived;
 pub mod link;
 pub mod local_link;
 pub mod metrics;
@@ -29,3 +35,4 @@ pub mod node_link;
 pub mod persist;
 pub mod runtime;
 pub mod switching;
+pub mod vrrp;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use mups::cli::{Cli, Command, ConfigArgs, DecodeArgs, IsoCommand};
+use mups::cli::{Cli, Command, ConfigArgs, DecodeArgs, IsoCommand, KeepalivedCommand, RenderArgs};
 use mups::iso_tool::{self, DecodeOptions};
 use proto::config::ApplianceConfig;
 use proto::frame::{ETX, FrameConfig};
@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Run(args) => run(&args),
+        Command::Keepalived(KeepalivedCommand::Render(args)) => keepalived_render(&args),
     };
     match result {
         Ok(code) => code,
@@ -66,6 +67,32 @@ fn iso_decode(args: DecodeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn keepalived_render(args: &RenderArgs) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(&ConfigArgs { config: args.config.clone() })?;
+    let check = args.check.then_some(args.keepalived.as_str());
+    match mups::keepalived::render_command(&cfg, args.output.as_deref(), check) {
+        Ok(done) => {
+            if let Some(report) = &done.report {
+                eprintln!("keepalived --config-test: OK");
+                if !report.warnings.trim().is_empty() {
+                    eprintln!("{}", report.warnings.trim_end());
+                }
+            }
+            match &done.written {
+                Some(path) => eprintln!("{}: written", path.display()),
+                None => print!("{}", done.text),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        // keepalived's verdict is not a usage error: exit 1, as --config-test does.
+        Err(e @ mups::keepalived::KeepalivedError::Rejected { .. }) => {
+            eprintln!("mups: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", args.config.display())),
+    }
 }
 
 fn load_config(args: &ConfigArgs) -> anyhow::Result<ApplianceConfig> {

@@ -39,6 +39,10 @@ pub struct ApplianceConfig {
     /// Banks.
     #[serde(rename = "bank", default)]
     pub banks: Vec<BankConfig>,
+    /// The VRRP instance (keepalived) this appliance shares with its twin; absent on a
+    /// single appliance.
+    #[serde(default)]
+    pub vrrp: Option<VrrpSection>,
 }
 
 /// `[appliance]`.
@@ -148,6 +152,176 @@ impl Default for MupsSection {
             flap_max_downs: 3,
             state_dir: None,
         }
+    }
+}
+
+/// `[vrrp]`: the keepalived instance that moves the bank VIP between the two
+/// appliances. `mups keepalived render` turns it into `keepalived.conf`.
+///
+/// The values end up unquoted in keepalived's configuration language, so the
+/// validation below is also what keeps the rendered file well-formed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VrrpSection {
+    /// The VRRP instance name (keepalived `vrrp_instance`), also the name in notify
+    /// FIFO lines.
+    #[serde(default = "default_vrrp_instance")]
+    pub instance: String,
+    /// The interface that carries the adverts and the VIPs.
+    pub interface: String,
+    /// VRRP router id, 1–255, the same on both appliances and unique on the LAN.
+    pub virtual_router_id: u8,
+    /// The bank VIPs with their prefix (`192.0.2.10/24`), all of one address family.
+    pub vips: Vec<IpNet>,
+    /// This appliance's own address on `interface`, the source of its adverts.
+    pub unicast_src_ip: IpAddr,
+    /// The twin's address(es): adverts go there by unicast, and only adverts from
+    /// them are accepted.
+    pub unicast_peers: Vec<IpAddr>,
+    /// VRRP priority, 1–254. With `nopreempt` it only decides who wins when both
+    /// start together.
+    #[serde(default = "default_vrrp_priority")]
+    pub priority: u8,
+    /// Advert interval, milliseconds: a multiple of 10 (VRRPv3 counts centiseconds),
+    /// 10–40950. The backup declares the master dead after about 3.6 intervals.
+    #[serde(default = "default_advert_int_ms")]
+    pub advert_int_ms: u32,
+    /// Directory for the VRRP runtime files; `track_file` and `notify_fifo` default
+    /// to files in it.
+    #[serde(default = "default_vrrp_state_dir")]
+    pub state_dir: PathBuf,
+    /// keepalived `track_file` with weight 0: 0 in it = healthy, anything else puts
+    /// the instance in FAULT (a planned handover writes it on the master). Default
+    /// `<state_dir>/vrrp.track`.
+    #[serde(default)]
+    pub track_file: Option<PathBuf>,
+    /// The FIFO keepalived writes state changes to and our daemons read. Default
+    /// `<state_dir>/vrrp.fifo`.
+    #[serde(default)]
+    pub notify_fifo: Option<PathBuf>,
+}
+
+fn default_vrrp_instance() -> String {
+    "PUPS".into()
+}
+
+fn default_vrrp_priority() -> u8 {
+    100
+}
+
+fn default_advert_int_ms() -> u32 {
+    100
+}
+
+fn default_vrrp_state_dir() -> PathBuf {
+    PathBuf::from("/run/mups")
+}
+
+impl VrrpSection {
+    /// The track file keepalived watches.
+    pub fn track_file_path(&self) -> PathBuf {
+        self.track_file.clone().unwrap_or_else(|| self.state_dir.join("vrrp.track"))
+    }
+
+    /// The notify FIFO keepalived writes to.
+    pub fn notify_fifo_path(&self) -> PathBuf {
+        self.notify_fifo.clone().unwrap_or_else(|| self.state_dir.join("vrrp.fifo"))
+    }
+
+    /// The advert interval.
+    pub fn advert_interval(&self) -> Duration {
+        Duration::from_millis(self.advert_int_ms.into())
+    }
+
+    /// Every problem in this section, keys relative to it (`interface`, `vips[1]`).
+    pub fn issues(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let mut issue = |path: &str, message: String| issues.push(ConfigIssue { path: path.into(), message });
+        if !is_config_word(&self.instance, 64) {
+            issue("instance", format!("{:?} must be 1-64 of A-Z a-z 0-9 _ - .", self.instance));
+        }
+        // IFNAMSIZ - 1; '/' and ':' are refused by the kernel or mean an alias.
+        if !is_config_word(&self.interface, 15) {
+            issue(
+                "interface",
+                format!("{:?} is not an interface name (1-15 of A-Z a-z 0-9 _ - .)", self.interface),
+            );
+        }
+        if self.virtual_router_id == 0 {
+            issue("virtual_router_id", "must be 1-255".into());
+        }
+        if !(1..=254).contains(&self.priority) {
+            issue("priority", "must be 1-254 (255 is the address owner, which trackers cannot move)".into());
+        }
+        if self.advert_int_ms % 10 != 0 || !(10..=40_950).contains(&self.advert_int_ms) {
+            issue("advert_int_ms", format!("{} must be a multiple of 10 in 10-40950", self.advert_int_ms));
+        }
+        let v4 = self.unicast_src_ip.is_ipv4();
+        let family =
+            |ip: IpAddr| if ip.is_ipv4() == v4 { None } else { Some("not the family of unicast_src_ip") };
+        if self.vips.is_empty() {
+            issue("vips", "at least one VIP is needed".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, vip) in self.vips.iter().enumerate() {
+            if let Some(m) = family(vip.addr()) {
+                issue(&format!("vips[{i}]"), format!("{vip}: {m}"));
+            } else if !seen.insert(vip.addr()) {
+                issue(&format!("vips[{i}]"), format!("{vip}: listed twice"));
+            } else if vip.addr() == self.unicast_src_ip {
+                issue(
+                    &format!("vips[{i}]"),
+                    format!("{vip}: is unicast_src_ip, the appliance's own address"),
+                );
+            }
+        }
+        if self.unicast_src_ip.is_unspecified() || self.unicast_src_ip.is_multicast() {
+            issue("unicast_src_ip", format!("{} is not a unicast address", self.unicast_src_ip));
+        }
+        if self.unicast_peers.is_empty() {
+            issue("unicast_peers", "at least the twin appliance's address is needed".into());
+        }
+        for (i, peer) in self.unicast_peers.iter().enumerate() {
+            let at = format!("unicast_peers[{i}]");
+            if let Some(m) = family(*peer) {
+                issue(&at, format!("{peer}: {m}"));
+            } else if *peer == self.unicast_src_ip {
+                issue(&at, format!("{peer}: is unicast_src_ip; the peer is the twin appliance"));
+            } else if peer.is_unspecified() || peer.is_multicast() {
+                issue(&at, format!("{peer} is not a unicast address"));
+            }
+        }
+        for (key, path) in [
+            ("state_dir", Some(&self.state_dir)),
+            ("track_file", self.track_file.as_ref()),
+            ("notify_fifo", self.notify_fifo.as_ref()),
+        ] {
+            if let Some(m) = path.and_then(|p| config_path_problem(p).map(|m| (p, m))) {
+                issue(key, format!("{}: {}", m.0.display(), m.1));
+            }
+        }
+        if self.track_file_path() == self.notify_fifo_path() {
+            issue("notify_fifo", "is the same file as track_file".into());
+        }
+        issues
+    }
+}
+
+/// A bare word in keepalived's configuration language (names, interfaces).
+fn is_config_word(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+/// Why a path cannot be written into keepalived.conf (quoted), if it cannot.
+fn config_path_problem(p: &std::path::Path) -> Option<&'static str> {
+    let Some(s) = p.to_str() else { return Some("must be UTF-8") };
+    if !p.is_absolute() {
+        Some("must be absolute (keepalived does not run in our working directory)")
+    } else if s.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '#' | '!')) {
+        // keepalived's tokenizer has no escapes; '#' and '!' start comments.
+        Some("must not contain white space, quotes, backslashes, '#' or '!'")
+    } else {
+        None
     }
 }
 
@@ -407,6 +581,11 @@ impl ApplianceConfig {
                 }
             }
         }
+        if let Some(vrrp) = &self.vrrp {
+            for i in vrrp.issues() {
+                issue(format!("vrrp.{}", i.path), i.message);
+            }
+        }
         if issues.is_empty() { Ok(()) } else { Err(ConfigError { issues }) }
     }
 
@@ -546,6 +725,62 @@ match_key = { fields = [11, 41, 42] }
         assert!(err.to_string().contains("max_frmae"), "{err}");
         let err = ApplianceConfig::from_toml_str(&GOOD.replace("u16be", "u17be")).unwrap_err();
         assert!(err.to_string().contains("unknown framing"), "{err}");
+    }
+
+    const VRRP: &str = r#"
+[vrrp]
+interface = "bond0"
+virtual_router_id = 51
+vips = ["192.0.2.10/24"]
+unicast_src_ip = "10.1.0.1"
+unicast_peers = ["10.1.0.2"]
+"#;
+
+    #[test]
+    fn the_vrrp_section_is_optional_and_has_sub_second_defaults() {
+        assert!(ApplianceConfig::from_toml_str(GOOD).unwrap().vrrp.is_none());
+        let cfg = ApplianceConfig::from_toml_str(&format!("{GOOD}{VRRP}")).unwrap();
+        let v = cfg.vrrp.unwrap();
+        assert_eq!(v.instance, "PUPS");
+        assert_eq!((v.priority, v.advert_int_ms), (100, 100));
+        assert_eq!(v.advert_interval(), Duration::from_millis(100));
+        assert_eq!(v.track_file_path(), PathBuf::from("/run/mups/vrrp.track"));
+        assert_eq!(v.notify_fifo_path(), PathBuf::from("/run/mups/vrrp.fifo"));
+    }
+
+    #[test]
+    fn every_vrrp_problem_is_reported_with_its_path() {
+        let bad = format!("{GOOD}{VRRP}")
+            .replace(r#"interface = "bond0""#, r#"interface = "bond0 garp""#)
+            .replace("virtual_router_id = 51", "virtual_router_id = 0")
+            .replace(
+                r#"vips = ["192.0.2.10/24"]"#,
+                r#"vips = ["192.0.2.10/24", "2001:db8::10/64", "192.0.2.10/32"]"#,
+            )
+            .replace(r#"unicast_peers = ["10.1.0.2"]"#, r#"unicast_peers = ["10.1.0.1"]"#)
+            + "priority = 255\nadvert_int_ms = 105\ntrack_file = \"run/x\"\nnotify_fifo = \"/run/a\\\"b\"\n";
+        let err = ApplianceConfig::from_toml_str(&bad).unwrap_err();
+        let paths: Vec<&str> = err.issues.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "vrrp.interface",
+                "vrrp.virtual_router_id",
+                "vrrp.priority",
+                "vrrp.advert_int_ms",
+                "vrrp.vips[1]",
+                "vrrp.vips[2]",
+                "vrrp.unicast_peers[0]",
+                "vrrp.track_file",
+                "vrrp.notify_fifo",
+            ],
+            "{err}"
+        );
+        let err = ApplianceConfig::from_toml_str(&format!("{GOOD}{VRRP}").replace("vips = [", "vips = [] #"))
+            .unwrap_err();
+        assert_eq!(err.issues[0].path, "vrrp.vips", "{err}");
+        let err = ApplianceConfig::from_toml_str(&format!("{GOOD}{VRRP}advret_int_ms = 100\n")).unwrap_err();
+        assert!(err.to_string().contains("advret_int_ms"), "{err}");
     }
 }
 

@@ -20,6 +20,8 @@
 //! - [`local_link`]: the Unix socket server `mups` attaches to (handshake, data
 //!   and control channels, inventory, heartbeats, session commands).
 //! - [`metrics`]: counters, `/metrics` and `/healthz`, and [`Stats`] to read them.
+//! - [`netlock`]: the network lock (nftables table `inet pups_lock`): silent DROP
+//!   of VIP bank ports (standby) or single sessions (active) during a switchover.
 //! - [`error`]: [`PupsError`], why `pups` could not start.
 //! - [`sys`]: `TCP_REPAIR` checkpoint and restore of bank sockets, and the
 //!   startup self-check; the only module allowed `unsafe`.
@@ -35,6 +37,7 @@ mod hub;
 mod listener;
 pub mod local_link;
 pub mod metrics;
+pub mod netlock;
 mod session;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -1,0 +1,389 @@
+//! The network lock: nftables rules that silently drop a bank's packets while its
+//! TCP session has no live socket on this host, so the kernel never answers them
+//! with an RST (and never sends a FIN) — a bank must not notice an appliance
+//! switchover.
+//!
+//! - The **standby** locks the bank ports of the VIPs *before* the VIP can arrive:
+//!   keepalived adds the VIP and sends gratuitous ARPs before it tells anyone, so
+//!   bank segments can reach this host before the sockets are restored.
+//! - The **active** locks each session (its 4-tuple, both directions) before
+//!   freezing it with `TCP_REPAIR`: repair mode still receives, so without the lock
+//!   the queues would change while being dumped.
+//!
+//! Everything lives in one table that is ours alone, `inet pups_lock`, driven
+//! through the `nft` binary (`nft -f -`, one atomic transaction per call; `nft -j`
+//! to read it back). Locked ports and sessions are elements of nft sets, so
+//! thousands lock in one transaction and each add or remove is one set operation.
+//! The rules sit at priority raw (before conntrack) and only DROP, never reject.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The table's name (family `inet`).
+pub const TABLE: &str = "pups_lock";
+
+/// Packets with this mark (`SO_MARK`) pass the outbound lock: for what our own
+/// restore code must send while sessions are still locked. The value is CRIU's
+/// (`SOCCR_MARK`), which operators may already know.
+pub const PASS_MARK: u32 = 0xC114;
+
+/// One bank TCP session as this host sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionTuple {
+    /// Our end (VIP:bank port).
+    pub local: SocketAddr,
+    /// The bank's end.
+    pub peer: SocketAddr,
+}
+
+impl fmt::Display for SessionTuple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}<->{}", self.local, self.peer)
+    }
+}
+
+/// Why the lock could not be changed or read.
+#[derive(Debug, thiserror::Error)]
+pub enum NetLockError {
+    /// `nft` could not be run.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `nft` refused (nothing of the transaction was applied).
+    #[error("{command} failed ({status}): {stderr}")]
+    Nft {
+        /// What ran.
+        command: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// What it said.
+        stderr: String,
+    },
+    /// A session whose two ends are not of one address family.
+    #[error("session {0}: local and peer are of different address families")]
+    MixedFamily(SessionTuple),
+    /// `nft -j` printed something we do not understand.
+    #[error("cannot read the nft listing: {0}")]
+    Listing(String),
+}
+
+/// What the lock holds now, as read back from the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LockState {
+    /// Locked VIP bank ports.
+    pub bank_ports: Vec<(IpAddr, u16)>,
+    /// Locked sessions.
+    pub sessions: Vec<SessionTuple>,
+    /// Packets dropped so far, per rule: `bank-ports-in`, `bank-ports-out`,
+    /// `session-in`, `session-out` (IPv4 and IPv6 added up).
+    pub dropped: BTreeMap<String, u64>,
+}
+
+/// The network lock of one host (or network namespace).
+#[derive(Debug, Clone)]
+pub struct NetLock {
+    /// `nft`, or a command that runs it elsewhere (`ip netns exec NS nft`).
+    nft: Vec<String>,
+}
+
+impl Default for NetLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NetLock {
+    /// The lock of this host's network namespace.
+    pub fn new() -> Self {
+        Self { nft: vec!["nft".into()] }
+    }
+
+    /// The lock of a named network namespace (`ip netns exec NS nft`).
+    pub fn in_netns(ns: &str) -> Self {
+        Self { nft: ["ip", "netns", "exec", ns, "nft"].map(String::from).to_vec() }
+    }
+
+    /// (Re)builds the table in one transaction: an existing one (a previous run's,
+    /// with whatever it locked) is replaced, and `bank_ports` are locked from the
+    /// first instant — a standby passes its VIP ports so there is no moment without
+    /// the lock; an active passes none.
+    pub async fn install(&self, bank_ports: &[(IpAddr, u16)]) -> Result<(), NetLockError> {
+        let mut script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
+        script.push_str(&ruleset());
+        add_bank_ports(&mut script, bank_ports);
+        self.apply(&script).await
+    }
+
+    /// Deletes the table (clean shutdown). No table is not an error.
+    pub async fn remove(&self) -> Result<(), NetLockError> {
+        // nft 1.0.6 has no "destroy": creating first makes the delete always succeed.
+        self.apply(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await
+    }
+
+    /// Drops all traffic to (and from) `vip`'s `ports`, whether or not `vip` is on
+    /// this host yet.
+    pub async fn lock_all_bank_ports(&self, vip: IpAddr, ports: &[u16]) -> Result<(), NetLockError> {
+        let pairs: Vec<_> = ports.iter().map(|&p| (vip, p)).collect();
+        let mut script = String::new();
+        add_bank_ports(&mut script, &pairs);
+        self.apply(&script).await
+    }
+
+    /// Lifts every lock, ports and sessions, in one transaction.
+    pub async fn unlock_all(&self) -> Result<(), NetLockError> {
+        let mut script = String::new();
+        for set in ["bank_ports4", "bank_ports6", "sessions4", "sessions6"] {
+            let _ = writeln!(script, "flush set inet {TABLE} {set}");
+        }
+        self.apply(&script).await
+    }
+
+    /// Drops one session's packets in both directions.
+    pub async fn lock_session(&self, session: SessionTuple) -> Result<(), NetLockError> {
+        self.lock_sessions(&[session]).await
+    }
+
+    /// Drops these sessions' packets, all in one transaction.
+    pub async fn lock_sessions(&self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
+        let mut script = String::new();
+        add_sessions(&mut script, sessions)?;
+        self.apply(&script).await
+    }
+
+    /// Lets one session's packets through again; a session that was not locked is
+    /// not an error.
+    pub async fn unlock_session(&self, session: SessionTuple) -> Result<(), NetLockError> {
+        self.unlock_sessions(&[session]).await
+    }
+
+    /// Unlocks these sessions in one transaction (not locked: not an error).
+    pub async fn unlock_sessions(&self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
+        let mut script = String::new();
+        // Deleting an absent element fails the whole transaction, and nft 1.0.6 has
+        // no "destroy element": adding first makes the delete always succeed.
+        add_sessions(&mut script, sessions)?;
+        let add = script.clone();
+        script.push_str(&add.replace("add element", "delete element"));
+        self.apply(&script).await
+    }
+
+    /// What is locked now and how many packets each rule dropped.
+    pub async fn list(&self) -> Result<LockState, NetLockError> {
+        let out = self.run(&["-j", "list", "table", "inet", TABLE], None).await?;
+        parse_listing(&out)
+    }
+
+    async fn apply(&self, script: &str) -> Result<(), NetLockError> {
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.run(&["-f", "-"], Some(script)).await.map(drop)
+    }
+
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, NetLockError> {
+        let command = format!("{} {}", self.nft.join(" "), args.join(" "));
+        let spawn_err = |source| NetLockError::Spawn { program: self.nft[0].clone(), source };
+        let mut child = Command::new(&self.nft[0])
+            .args(&self.nft[1..])
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(spawn_err)?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).await.map_err(spawn_err)?;
+            // Dropping the pipe closes it: nft reads to end-of-file.
+        }
+        let out = child.wait_with_output().await.map_err(spawn_err)?;
+        if !out.status.success() {
+            return Err(NetLockError::Nft {
+                command,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The table's sets and chains. Inbound filtering sits on prerouting rather than
+/// input so that it also catches packets to a VIP this host does not hold yet; both
+/// chains run at priority raw, before conntrack, so dropped packets leave no
+/// connection-tracking state behind.
+fn ruleset() -> String {
+    let mark = PASS_MARK;
+    format!(
+        "table inet {TABLE} {{
+    set bank_ports4 {{ type ipv4_addr . inet_service; }}
+    set bank_ports6 {{ type ipv6_addr . inet_service; }}
+    set sessions4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}
+    set sessions6 {{ type ipv6_addr . inet_service . ipv6_addr . inet_service; }}
+    chain inbound {{
+        type filter hook prerouting priority -300; policy accept;
+        ip daddr . tcp dport @bank_ports4 counter drop comment \"bank-ports-in\"
+        ip6 daddr . tcp dport @bank_ports6 counter drop comment \"bank-ports-in\"
+        ip daddr . tcp dport . ip saddr . tcp sport @sessions4 counter drop comment \"session-in\"
+        ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6 counter drop comment \"session-in\"
+    }}
+    chain outbound {{
+        type filter hook output priority -300; policy accept;
+        meta mark {mark:#x} accept
+        ip saddr . tcp sport @bank_ports4 counter drop comment \"bank-ports-out\"
+        ip6 saddr . tcp sport @bank_ports6 counter drop comment \"bank-ports-out\"
+        ip saddr . tcp sport . ip daddr . tcp dport @sessions4 counter drop comment \"session-out\"
+        ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 counter drop comment \"session-out\"
+    }}
+}}
+"
+    )
+}
+
+fn add_bank_ports(script: &mut String, ports: &[(IpAddr, u16)]) {
+    for (set, v4) in [("bank_ports4", true), ("bank_ports6", false)] {
+        let elems: Vec<String> = ports
+            .iter()
+            .filter(|(ip, _)| ip.is_ipv4() == v4)
+            .map(|(ip, port)| format!("{ip} . {port}"))
+            .collect();
+        if !elems.is_empty() {
+            let _ = writeln!(script, "add element inet {TABLE} {set} {{ {} }}", elems.join(", "));
+        }
+    }
+}
+
+fn add_sessions(script: &mut String, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for s in sessions {
+        let elem = format!("{} . {} . {} . {}", s.local.ip(), s.local.port(), s.peer.ip(), s.peer.port());
+        match (s.local.is_ipv4(), s.peer.is_ipv4()) {
+            (true, true) => v4.push(elem),
+            (false, false) => v6.push(elem),
+            _ => return Err(NetLockError::MixedFamily(*s)),
+        }
+    }
+    for (set, elems) in [("sessions4", v4), ("sessions6", v6)] {
+        if !elems.is_empty() {
+            let _ = writeln!(script, "add element inet {TABLE} {set} {{ {} }}", elems.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// Reads `nft -j list table inet pups_lock`.
+fn parse_listing(json: &str) -> Result<LockState, NetLockError> {
+    use serde_json::Value;
+    let bad = |what: &str| NetLockError::Listing(what.to_owned());
+    let doc: Value = serde_json::from_str(json).map_err(|e| bad(&e.to_string()))?;
+    let items = doc.get("nftables").and_then(Value::as_array).ok_or_else(|| bad("no \"nftables\" array"))?;
+    let mut state = LockState::default();
+    for item in items {
+        if let Some(set) = item.get("set") {
+            let name = set.get("name").and_then(Value::as_str).unwrap_or_default();
+            for elem in set.get("elem").and_then(Value::as_array).into_iter().flatten() {
+                let parts = elem
+                    .get("concat")
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| bad(&format!("set {name}: element {elem} is not a concatenation")))?;
+                let ip = |i: usize| -> Result<IpAddr, NetLockError> {
+                    parts.get(i).and_then(Value::as_str).and_then(|s| s.parse().ok()).ok_or_else(|| {
+                        bad(&format!("set {name}: element {elem}: field {i} is not an address"))
+                    })
+                };
+                let port =
+                    |i: usize| -> Result<u16, NetLockError> {
+                        parts.get(i).and_then(Value::as_u64).and_then(|p| u16::try_from(p).ok()).ok_or_else(
+                            || bad(&format!("set {name}: element {elem}: field {i} is not a port")),
+                        )
+                    };
+                if name.starts_with("bank_ports") {
+                    state.bank_ports.push((ip(0)?, port(1)?));
+                } else if name.starts_with("sessions") {
+                    state.sessions.push(SessionTuple {
+                        local: SocketAddr::new(ip(0)?, port(1)?),
+                        peer: SocketAddr::new(ip(2)?, port(3)?),
+                    });
+                }
+            }
+        } else if let Some(rule) = item.get("rule") {
+            let Some(comment) = rule.get("comment").and_then(Value::as_str) else { continue };
+            let packets = rule
+                .get("expr")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find_map(|e| e.get("counter")?.get("packets")?.as_u64())
+                .unwrap_or(0);
+            *state.dropped.entry(comment.to_owned()).or_default() += packets;
+        }
+    }
+    state.bank_ports.sort();
+    state.sessions.sort();
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(local: &str, peer: &str) -> SessionTuple {
+        SessionTuple { local: local.parse().unwrap(), peer: peer.parse().unwrap() }
+    }
+
+    #[test]
+    fn sessions_go_to_the_set_of_their_family_in_one_statement_each() {
+        let mut script = String::new();
+        add_sessions(
+            &mut script,
+            &[
+                s("10.0.0.1:6001", "10.9.0.1:40000"),
+                s("[2001:db8::1]:6001", "[2001:db8::9]:5"),
+                s("10.0.0.1:6001", "10.9.0.2:1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            script,
+            "add element inet pups_lock sessions4 { 10.0.0.1 . 6001 . 10.9.0.1 . 40000, 10.0.0.1 . 6001 . 10.9.0.2 . 1 }\n\
+             add element inet pups_lock sessions6 { 2001:db8::1 . 6001 . 2001:db8::9 . 5 }\n"
+        );
+        let mixed = s("10.0.0.1:6001", "[2001:db8::9]:5");
+        assert!(
+            matches!(add_sessions(&mut String::new(), &[mixed]), Err(NetLockError::MixedFamily(m)) if m == mixed)
+        );
+    }
+
+    #[test]
+    fn the_ruleset_only_drops() {
+        let rules = ruleset();
+        assert!(!rules.contains("reject") && rules.matches(" drop ").count() == 8, "{rules}");
+        assert!(rules.contains("meta mark 0xc114 accept"));
+    }
+
+    #[test]
+    fn a_listing_gives_elements_and_per_rule_counters() {
+        let json = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"set": {"name": "sessions4", "elem": [{"concat": ["10.0.0.1", 6001, "10.0.0.2", 40000]}]}},
+          {"set": {"name": "bank_ports6", "elem": [{"concat": ["2001:db8::10", 6001]}]}},
+          {"rule": {"comment": "session-in", "expr": [{"counter": {"packets": 3, "bytes": 180}}, {"drop": null}]}},
+          {"rule": {"comment": "session-in", "expr": [{"counter": {"packets": 2, "bytes": 160}}, {"drop": null}]}},
+          {"rule": {"expr": [{"accept": null}]}}]}"#;
+        let state = parse_listing(json).unwrap();
+        assert_eq!(state.sessions, [s("10.0.0.1:6001", "10.0.0.2:40000")]);
+        assert_eq!(state.bank_ports, [("2001:db8::10".parse().unwrap(), 6001)]);
+        assert_eq!(state.dropped.get("session-in"), Some(&5));
+        assert!(matches!(parse_listing("{}"), Err(NetLockError::Listing(_))));
+        let bad = r#"{"nftables": [{"set": {"name": "sessions4", "elem": [{"concat": ["x", 1, "10.0.0.2", 2]}]}}]}"#;
+        assert!(matches!(parse_listing(bad), Err(NetLockError::Listing(_))));
+    }
+}
