@@ -8,6 +8,8 @@
 //! - [`node_link`]: one FO node link (HELLO, heartbeats, DATA, reconnect).
 //! - [`local_link`]: the local link to `pups` (control and data channels).
 //! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
+//! - [`auth`]: access control: users, roles, sessions, API tokens, login throttling, the
+//!   hash-chained audit log, and the axum guard and routes for them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/v1/state`.
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
@@ -16,6 +18,7 @@
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod driver;
 pub mod http;
