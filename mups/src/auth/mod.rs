@@ -13,11 +13,15 @@
 //! - [`audit`]: the append-only, hash-chained JSON-lines audit log; `verify`, query, export.
 //! - [`service`]: [`service::Auth`], the facade the HTTP layer and the CLI use (login, authenticate,
 //!   user and token changes, each audited).
+//! - [`http`]: axum integration: the route table that declares an access rule per route (deny by
+//!   default), the authenticating guard, CSRF, security headers and limits, and the `/api/v1`
+//!   routes for login, users, tokens and the audit log.
 //!
 //! Everything that depends on time takes `now` as a parameter (sans-IO); only [`service::Auth`]
 //! reads a clock, and tests give it one they move by hand.
 
 pub mod audit;
+pub mod http;
 pub mod password;
 pub mod persist;
 pub mod ratelimit;

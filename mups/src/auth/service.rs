@@ -126,6 +126,9 @@ pub enum AuthError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The request body is over the limit.
+    #[error("the request body is too large")]
+    TooLarge,
     /// Our fault: I/O, RNG.
     #[error("{0}")]
     Internal(String),
@@ -142,6 +145,7 @@ impl AuthError {
             Self::BadRequest(_) => "bad_request",
             Self::NotFound(_) => "not_found",
             Self::RateLimited { .. } => "rate_limited",
+            Self::TooLarge => "too_large",
             Self::Internal(_) => "internal",
         }
     }
