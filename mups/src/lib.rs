@@ -14,7 +14,8 @@
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
 //!   `proto::switchover`, driven by [`driver`].
-//! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`).
+//! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`,
+//!   `mups user add|list`, `mups audit verify`).
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 #![forbid(unsafe_code)]
 

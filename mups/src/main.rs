@@ -28,6 +28,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }),
         Command::Run(args) => run(&args),
+        Command::User(cmd) => mups::auth::admin_cli::user(cmd),
+        Command::Audit(cmd) => mups::auth::admin_cli::audit(cmd),
     };
     match result {
         Ok(code) => code,

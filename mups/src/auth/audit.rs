@@ -232,6 +232,7 @@ impl AuditLog {
         let at = |e| PersistError { path: path.clone(), source: e };
         let mut file =
             OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&path).map_err(at)?;
+        persist::match_dir_owner(&path, dir)?;
         let len = file.metadata().map_err(at)?.len();
         let start = len.saturating_sub(TAIL_WINDOW);
         file.seek(SeekFrom::Start(start)).map_err(at)?;

@@ -16,10 +16,12 @@
 //! - [`http`]: axum integration: the route table that declares an access rule per route (deny by
 //!   default), the authenticating guard, CSRF, security headers and limits, and the `/api/v1`
 //!   routes for login, users, tokens and the audit log.
+//! - [`admin_cli`]: `mups user add|list` and `mups audit verify`.
 //!
 //! Everything that depends on time takes `now` as a parameter (sans-IO); only [`service::Auth`]
 //! reads a clock, and tests give it one they move by hand.
 
+pub mod admin_cli;
 pub mod audit;
 pub mod http;
 pub mod password;

@@ -4,10 +4,13 @@
 //! never a moment when it is readable by others), fsyncing it, renaming it over the old one and
 //! fsyncing the directory. After a crash the file is either the old version or the new one,
 //! never a mix, and once `write_atomic` returns the new version survives power loss.
+//!
+//! Files are given to the owner of the state directory: `mups user add` is often run as root
+//! while the daemon runs as its own user, and a root-owned 0600 file would lock the daemon out.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// File names inside the state directory.
@@ -38,6 +41,17 @@ pub fn ensure_dir(dir: &Path) -> Result<(), PersistError> {
     Ok(())
 }
 
+/// Gives `path` to the owner of directory `dir`. A no-op when they already match; otherwise it
+/// needs root, and without it the file stays ours (the daemon's error on reading it then names it).
+pub fn match_dir_owner(path: &Path, dir: &Path) -> Result<(), PersistError> {
+    let d = fs::metadata(dir).map_err(at(dir))?;
+    let f = fs::metadata(path).map_err(at(path))?;
+    if (f.uid(), f.gid()) != (d.uid(), d.gid()) {
+        std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid())).map_err(at(path))?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `bytes` atomically and durably; the result has mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -54,6 +68,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
             .map_err(at(&tmp))?;
         // `mode` is filtered by the umask and ignored for an existing file: set it explicitly.
         f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(at(&tmp))?;
+        match_dir_owner(&tmp, dir)?;
         f.write_all(bytes).map_err(at(&tmp))?;
         f.sync_all().map_err(at(&tmp))?;
         fs::rename(&tmp, path).map_err(at(path))?;
