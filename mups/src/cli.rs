@@ -23,6 +23,12 @@ pub enum Command {
     /// ISO 8583 tools.
     #[command(subcommand)]
     Iso(IsoCommand),
+    /// Users of the management API and console.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// keepalived integration (the appliance pair's VIP).
     #[command(subcommand)]
     Keepalived(KeepalivedCommand),
@@ -105,4 +111,46 @@ pub struct ConfigArgs {
     /// The appliance configuration (TOML), shared with pups.
     #[arg(long, short)]
     pub config: PathBuf,
+}
+
+/// `mups user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. The password is read from --password-file, or else as one line from stdin;
+    /// never from the command line, where other users could see it in the process list.
+    Add(UserAddArgs),
+    /// List users.
+    List(StateDirArgs),
+}
+
+/// Arguments of `mups user add`.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// State directory of mups (users.json, audit.jsonl).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// viewer, operator or admin.
+    #[arg(long)]
+    pub role: crate::auth::Role,
+    /// Login name: 1-64 of a-z 0-9 . _ -
+    #[arg(long)]
+    pub name: String,
+    /// Read the password from the first line of this file instead of stdin.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `mups audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain: exit 0 if it holds, 1 and the first bad entry if not.
+    Verify(StateDirArgs),
+}
+
+/// A state directory.
+#[derive(Debug, Args)]
+pub struct StateDirArgs {
+    /// State directory of mups (users.json, audit.jsonl).
+    #[arg(long)]
+    pub state_dir: PathBuf,
 }

@@ -8,6 +8,8 @@
 //! - [`node_link`]: one FO node link (HELLO, heartbeats, DATA, reconnect).
 //! - [`local_link`]: the local link to `pups` (control and data channels).
 //! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
+//! - [`auth`]: access control: users, roles, sessions, API tokens, login throttling, the
+//!   hash-chained audit log, and the axum guard and routes for them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` routes (state,
 //!   banks, nodes, switch jobs, maintenance flags, the event stream).
 //! - [`persist`]: routes, admin intent and maintenance flags kept across restarts.
@@ -15,7 +17,7 @@
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
 //!   `proto::switchover`, driven by [`driver`].
 //! - [`cli`]: the command line (`mups run`, `mups check-config`, `mups iso decode`,
-//!   `mups keepalived render`).
+//!   `mups keepalived render`, `mups user add|list`, `mups audit verify`).
 //! - [`iso_tool`]: `mups iso decode`, hex in, JSON out, PAN and track data masked.
 //! - [`keepalived`]: `keepalived.conf` rendered from `[vrrp]` (askama), checked with
 //!   `keepalived --config-test`, installed atomically.
@@ -23,6 +25,7 @@
 //!   file through which `mups` puts its appliance in FAULT.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod driver;
 pub mod http;

@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         }),
         Command::Run(args) => run(&args),
         Command::Keepalived(KeepalivedCommand::Render(args)) => keepalived_render(&args),
+        Command::User(cmd) => mups::auth::admin_cli::user(cmd),
+        Command::Audit(cmd) => mups::auth::admin_cli::audit(cmd),
     };
     match result {
         Ok(code) => code,
