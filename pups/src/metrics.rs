@@ -168,6 +168,7 @@ pub const fn reason_label(reason: SessionDownReason) -> &'static str {
         SessionDownReason::ClosedByController => "closed_by_controller",
         SessionDownReason::IoError => "io_error",
         SessionDownReason::Shutdown => "shutdown",
+        SessionDownReason::HandedOver => "handed_over",
         SessionDownReason::Other(_) => "other",
     }
 }

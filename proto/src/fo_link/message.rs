@@ -51,11 +51,13 @@ pub enum FoKind {
     SessionPause,
     /// [`SessionResume`], type `0x46` (local link only).
     SessionResume,
+    /// [`Handover`], type `0x47` (local link only).
+    Handover,
 }
 
 impl FoKind {
     /// Every kind, in type byte order.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Hello,
         Self::Heartbeat,
         Self::HeartbeatAck,
@@ -75,6 +77,7 @@ impl FoKind {
         Self::CloseSession,
         Self::SessionPause,
         Self::SessionResume,
+        Self::Handover,
     ];
 
     /// The type byte on the wire. These values never change within a version.
@@ -99,6 +102,7 @@ impl FoKind {
             Self::CloseSession => 0x44,
             Self::SessionPause => 0x45,
             Self::SessionResume => 0x46,
+            Self::Handover => 0x47,
         }
     }
 
@@ -124,6 +128,7 @@ impl FoKind {
             0x44 => Self::CloseSession,
             0x45 => Self::SessionPause,
             0x46 => Self::SessionResume,
+            0x47 => Self::Handover,
             _ => return None,
         })
     }
@@ -151,6 +156,7 @@ impl FoKind {
             Self::CloseSession => "CLOSE_SESSION",
             Self::SessionPause => "SESSION_PAUSE",
             Self::SessionResume => "SESSION_RESUME",
+            Self::Handover => "HANDOVER",
         }
     }
 
@@ -333,7 +339,10 @@ pub enum SessionDownReason {
     IoError,
     /// Code 7: `pups` is shutting down.
     Shutdown,
-    /// A code this version does not name. Encoding `Other` with a named code (1–7)
+    /// Code 8: the session was handed to the twin appliance (planned switchover);
+    /// the bank's TCP connection goes on there.
+    HandedOver,
+    /// A code this version does not name. Encoding `Other` with a named code (1–8)
     /// decodes as the named variant; use [`SessionDownReason::from_code`] to build one.
     Other(u16),
 }
@@ -349,6 +358,7 @@ impl SessionDownReason {
             Self::ClosedByController => 5,
             Self::IoError => 6,
             Self::Shutdown => 7,
+            Self::HandedOver => 8,
             Self::Other(code) => code,
         }
     }
@@ -363,6 +373,7 @@ impl SessionDownReason {
             5 => Self::ClosedByController,
             6 => Self::IoError,
             7 => Self::Shutdown,
+            8 => Self::HandedOver,
             other => Self::Other(other),
         }
     }
@@ -745,6 +756,113 @@ pub struct SessionResume {
     pub session_id: u64,
 }
 
+/// A step of a planned appliance switchover between `mups` and its `pups` (local
+/// link only): `mups` asks (`Quiesce`, `Checkpoint`, `Thaw`, `CloseFrozen`, `Lock`,
+/// `Restore` + `RestoreEnd`, `Serve`), `pups` answers (`Quiesced`, `Snapshots`,
+/// `Checkpointed`, `Thawed`, `Closed`, `Locked`, `Restored`, `Serving`, `Failed`).
+/// See `docs/appliance-pair.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandoverOp {
+    /// Stop reading every bank session; answer once what was read is with `mups`.
+    Quiesce,
+    /// Every session is quiet.
+    Quiesced,
+    /// Lock, checkpoint and freeze every session (kept in repair mode).
+    Checkpoint,
+    /// A batch of snapshots (`payload`: a `proto::snapshot` batch).
+    Snapshots,
+    /// Every session is frozen; `count` of them (`detail`: those refused and why).
+    Checkpointed,
+    /// Unfreeze: repair off, unlock, read again (the switchover was aborted).
+    Thaw,
+    /// Done thawing.
+    Thawed,
+    /// The twin serves the sessions: close the frozen copies silently, lock the ports.
+    CloseFrozen,
+    /// Done closing.
+    Closed,
+    /// Drop bank traffic to the VIP's bank ports (standby).
+    Lock,
+    /// The lock is in place.
+    Locked,
+    /// Snapshots to restore (`payload`: a batch).
+    Restore,
+    /// No more snapshots: `count` were sent; restore them (ports stay locked).
+    RestoreEnd,
+    /// Restored `count` sessions (`detail`: the failures and why).
+    Restored,
+    /// Unlock, send what the sessions held, read the banks: this appliance is active.
+    Serve,
+    /// Serving; `count` sessions.
+    Serving,
+    /// A step failed (`detail`).
+    Failed,
+}
+
+impl HandoverOp {
+    /// The code on the wire.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Quiesce => 1,
+            Self::Quiesced => 2,
+            Self::Checkpoint => 3,
+            Self::Snapshots => 4,
+            Self::Checkpointed => 5,
+            Self::Thaw => 6,
+            Self::Thawed => 7,
+            Self::CloseFrozen => 8,
+            Self::Closed => 9,
+            Self::Lock => 10,
+            Self::Locked => 11,
+            Self::Restore => 12,
+            Self::RestoreEnd => 13,
+            Self::Restored => 14,
+            Self::Serve => 15,
+            Self::Serving => 16,
+            Self::Failed => 17,
+        }
+    }
+
+    /// The op of a code.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => Self::Quiesce,
+            2 => Self::Quiesced,
+            3 => Self::Checkpoint,
+            4 => Self::Snapshots,
+            5 => Self::Checkpointed,
+            6 => Self::Thaw,
+            7 => Self::Thawed,
+            8 => Self::CloseFrozen,
+            9 => Self::Closed,
+            10 => Self::Lock,
+            11 => Self::Locked,
+            12 => Self::Restore,
+            13 => Self::RestoreEnd,
+            14 => Self::Restored,
+            15 => Self::Serve,
+            16 => Self::Serving,
+            17 => Self::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// `HANDOVER` (local link): one step of a planned appliance switchover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The switchover (0 for `Lock`/`Serve` outside one, e.g. at start).
+    pub switch_id: u64,
+    /// The step.
+    pub op: HandoverOp,
+    /// A count, where the op has one.
+    pub count: u32,
+    /// Free text: failures and their reasons.
+    pub detail: String,
+    /// Snapshot batch bytes, for `Snapshots` and `Restore`.
+    pub payload: Bytes,
+}
+
 /// One FO link message.
 ///
 /// Not `#[non_exhaustive]` on purpose: a new message type should break every
@@ -789,6 +907,8 @@ pub enum FoMessage {
     SessionPause(SessionPause),
     /// `SESSION_RESUME` (local link only).
     SessionResume(SessionResume),
+    /// `HANDOVER` (local link only).
+    Handover(Handover),
 }
 
 impl FoMessage {
@@ -814,6 +934,7 @@ impl FoMessage {
             Self::CloseSession(_) => FoKind::CloseSession,
             Self::SessionPause(_) => FoKind::SessionPause,
             Self::SessionResume(_) => FoKind::SessionResume,
+            Self::Handover(_) => FoKind::Handover,
         }
     }
 
@@ -829,7 +950,8 @@ impl FoMessage {
             | Self::InventoryEnd(_)
             | Self::CloseSession(_)
             | Self::SessionPause(_)
-            | Self::SessionResume(_) => None,
+            | Self::SessionResume(_)
+            | Self::Handover(_) => None,
             Self::Data(m) => Some(&m.bank_id),
             Self::BankState(m) => Some(&m.bank_id),
             Self::SyncBegin(m) => Some(&m.bank_id),
@@ -859,7 +981,8 @@ impl FoMessage {
             | Self::Ack(_)
             | Self::Nack(_)
             | Self::Channel(_)
-            | Self::InventoryEnd(_) => None,
+            | Self::InventoryEnd(_)
+            | Self::Handover(_) => None,
             Self::Data(m) => Some(m.session_id),
             Self::Context(m) => Some(m.session_id),
             Self::SessionUp(m) => Some(m.session_id),
@@ -885,7 +1008,8 @@ impl FoMessage {
             | Self::InventoryEnd(_)
             | Self::CloseSession(_)
             | Self::SessionPause(_)
-            | Self::SessionResume(_) => None,
+            | Self::SessionResume(_)
+            | Self::Handover(_) => None,
             Self::SyncBegin(m) => Some(m.cmd_id),
             Self::Context(m) => Some(m.cmd_id),
             Self::SyncEnd(m) => Some(m.cmd_id),
@@ -926,5 +1050,6 @@ from_variant!(
     InventoryEnd,
     CloseSession,
     SessionPause,
-    SessionResume
+    SessionResume,
+    Handover
 );

@@ -48,9 +48,9 @@ use bytes::{Bytes, BytesMut};
 pub use error::FoLinkError;
 pub use message::{
     Ack, Activate, AppState, BankState, Channel, CloseSession, Context, Data, DataFlags, Deactivate,
-    Direction, FoKind, FoMessage, Heartbeat, HeartbeatAck, Hello, InventoryEnd, LinkChannel, Nack,
-    NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume, SessionState,
-    SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
+    Direction, FoKind, FoMessage, Handover, HandoverOp, Heartbeat, HeartbeatAck, Hello, InventoryEnd,
+    LinkChannel, Nack, NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume,
+    SessionState, SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
 };
 
 /// The protocol version this codec speaks (and the only one [`decode`] accepts).

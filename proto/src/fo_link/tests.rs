@@ -664,6 +664,16 @@ fn message() -> impl Strategy<Value = FoMessage> {
             .prop_map(|(session_id, reason)| FoMessage::CloseSession(CloseSession { session_id, reason })),
         any::<u64>().prop_map(|session_id| FoMessage::SessionPause(SessionPause { session_id })),
         any::<u64>().prop_map(|session_id| FoMessage::SessionResume(SessionResume { session_id })),
+        (any::<u64>(), 1u8..=17, any::<u32>(), text(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(switch_id, op, count, detail, payload)| {
+                FoMessage::Handover(Handover {
+                    switch_id,
+                    op: HandoverOp::from_code(op).expect("1..=17 are ops"),
+                    count,
+                    detail,
+                    payload: Bytes::from(payload),
+                })
+            }),
     ]
 }
 

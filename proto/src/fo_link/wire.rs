@@ -6,9 +6,9 @@ use bytes::Bytes;
 use super::error::FoLinkError;
 use super::message::{
     Ack, Activate, AppState, BankState, Channel, CloseSession, Context, Data, DataFlags, Deactivate,
-    Direction, FoKind, FoMessage, Heartbeat, HeartbeatAck, Hello, InventoryEnd, LinkChannel, Nack,
-    NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume, SessionState,
-    SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
+    Direction, FoKind, FoMessage, Handover, HandoverOp, Heartbeat, HeartbeatAck, Hello, InventoryEnd,
+    LinkChannel, Nack, NackReason, PeerRole, SessionDown, SessionDownReason, SessionPause, SessionResume,
+    SessionState, SessionUp, SyncBegin, SyncEnd, SyncRole, TransportState,
 };
 
 /// Reads one body, field by field.
@@ -219,6 +219,13 @@ impl Reader {
             FoKind::SessionResume => {
                 FoMessage::SessionResume(SessionResume { session_id: r.u64("session_id")? })
             }
+            FoKind::Handover => FoMessage::Handover(Handover {
+                switch_id: r.u64("switch_id")?,
+                op: r.enumerated("op", HandoverOp::from_code)?,
+                count: r.u32("count")?,
+                detail: r.string("detail")?,
+                payload: r.blob("payload")?,
+            }),
         };
         self.finish()?;
         Ok(message)
@@ -369,6 +376,13 @@ impl<'a> Writer<'a> {
             }
             FoMessage::SessionPause(SessionPause { session_id })
             | FoMessage::SessionResume(SessionResume { session_id }) => self.u64(*session_id),
+            FoMessage::Handover(m) => {
+                self.u64(m.switch_id);
+                self.u8(m.op.code());
+                self.u32(m.count);
+                self.string("detail", &m.detail)?;
+                self.blob("payload", &m.payload)?;
+            }
         }
         Ok(())
     }

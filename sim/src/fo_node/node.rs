@@ -553,7 +553,8 @@ impl Shared {
             | FoMessage::InventoryEnd(_)
             | FoMessage::CloseSession(_)
             | FoMessage::SessionPause(_)
-            | FoMessage::SessionResume(_)) => {
+            | FoMessage::SessionResume(_)
+            | FoMessage::Handover(_)) => {
                 // The protocol: a local-link message on an FO link is treated as an unknown type.
                 st.stats.protocol_errors += 1;
                 warn!(link, kind = %local.kind(), "local-link message on an FO link: closing the link");
