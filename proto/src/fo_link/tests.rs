@@ -113,6 +113,13 @@ fn samples() -> Vec<FoMessage> {
         close_session(),
         FoMessage::SessionPause(SessionPause { session_id: 7 }),
         FoMessage::SessionResume(SessionResume { session_id: 7 }),
+        FoMessage::Handover(Handover {
+            switch_id: 9,
+            op: HandoverOp::Snapshots,
+            count: 2,
+            detail: "x".into(),
+            payload: Bytes::from_static(b"PSNP"),
+        }),
     ]
 }
 
@@ -273,14 +280,21 @@ fn local_link_kinds_and_codes() {
     assert_eq!(SessionDownReason::from_code(5), SessionDownReason::ClosedByController);
     assert_eq!(SessionDownReason::from_code(7), SessionDownReason::Shutdown);
     assert_eq!(SessionDownReason::from_code(0), SessionDownReason::Other(0));
-    assert_eq!(SessionDownReason::from_code(8), SessionDownReason::Other(8));
+    assert_eq!(SessionDownReason::from_code(8), SessionDownReason::HandedOver);
+    assert_eq!(SessionDownReason::from_code(9), SessionDownReason::Other(9));
+    for code in 0..=u8::MAX {
+        assert_eq!(
+            HandoverOp::from_code(code).map(HandoverOp::code),
+            (1..=17).contains(&code).then_some(code)
+        );
+    }
     // Accessors: SESSION_UP/DOWN name their bank; none of the new messages is a command.
     let samples = samples();
     let banks: Vec<Option<&str>> = samples[12..].iter().map(FoMessage::bank_id).collect();
-    assert_eq!(banks, [None, Some("BK1"), Some("BK1"), None, None, None, None]);
+    assert_eq!(banks, [None, Some("BK1"), Some("BK1"), None, None, None, None, None]);
     assert!(samples[12..].iter().all(|m| m.cmd_id().is_none()));
     let sessions: Vec<Option<u64>> = samples.iter().map(FoMessage::session_id).collect();
-    let mut expected = vec![None; 19];
+    let mut expected = vec![None; 20];
     for i in [3, 6, 13, 14, 16, 17, 18] {
         expected[i] = Some(if i == 6 { 1 } else { 7 });
     }
