@@ -29,6 +29,10 @@ pub enum PupsError {
         /// What went wrong.
         message: String,
     },
+    /// The network lock (appliance pair: `[vrrp]`) could not be installed; without
+    /// it a bank could get an RST from this appliance, so `pups` does not start.
+    #[error("cannot install the network lock on the bank ports: {0}")]
+    NetLock(#[from] crate::netlock::NetLockError),
     /// The metrics listener could not be bound.
     #[error("cannot serve metrics on {addr}: {source}")]
     MetricsListen {

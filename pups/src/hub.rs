@@ -22,7 +22,7 @@
 //! does not list it.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,6 +31,7 @@ use proto::fo_link::{FoMessage, InventoryEnd, SessionDownReason};
 use tokio::sync::{Notify, mpsc, watch};
 use tracing::{info, warn};
 
+use crate::handover::Request;
 use crate::metrics::Metrics;
 use crate::session::{Session, SessionCmd, lock};
 
@@ -47,6 +48,10 @@ pub(crate) struct Hub {
     attached: watch::Sender<bool>,
     /// Wakes the data writer when a session joins the ready list.
     ready: Notify,
+    /// Sessions do not read: an appliance switchover holds them (new ones start held).
+    held: AtomicBool,
+    /// Where `HANDOVER` requests go (the handover worker).
+    handover: mpsc::UnboundedSender<Request>,
 }
 
 #[derive(Debug, Default)]
@@ -56,10 +61,13 @@ struct HubState {
     control: Option<mpsc::UnboundedSender<FoMessage>>,
     /// Sessions with messages waiting for the data channel.
     ready: VecDeque<u64>,
+    /// Messages other than `DATA` for the data channel (`HANDOVER` replies), written
+    /// before the next session's batch: after every `DATA` queued before them.
+    data_out: VecDeque<FoMessage>,
 }
 
 impl Hub {
-    pub(crate) fn new(cfg: Arc<ApplianceConfig>) -> Self {
+    pub(crate) fn new(cfg: Arc<ApplianceConfig>, handover: mpsc::UnboundedSender<Request>) -> Self {
         let banks: Vec<_> = cfg.banks.iter().cloned().map(Arc::new).collect();
         let metrics = Arc::new(Metrics::new(banks.iter().map(|b| b.id.as_str())));
         Self {
@@ -71,7 +79,80 @@ impl Hub {
             state: Mutex::default(),
             attached: watch::Sender::new(false),
             ready: Notify::new(),
+            held: AtomicBool::new(false),
+            handover,
         }
+    }
+
+    /// Hands a `HANDOVER` request to the handover worker.
+    pub(crate) fn handover(&self, request: Request) {
+        // The worker lives as long as pups; a send fails only during shutdown.
+        let _ = self.handover.send(request);
+    }
+
+    /// Whether sessions are held (see [`Hub::set_held`]).
+    pub(crate) fn held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Holds (or releases) every session's reading, for an appliance switchover.
+    /// Sessions that start meanwhile start held. Holding returns the
+    /// acknowledgements to wait for (see `SessionCmd::Hold`).
+    pub(crate) fn set_held(
+        &self,
+        held: bool,
+        sessions: &[Arc<Session>],
+    ) -> Vec<tokio::sync::oneshot::Receiver<()>> {
+        self.held.store(held, Ordering::SeqCst);
+        let mut acks = Vec::new();
+        for session in sessions {
+            if held {
+                let (ack, rx) = tokio::sync::oneshot::channel();
+                session.command(SessionCmd::Hold { ack });
+                acks.push(rx);
+            } else {
+                session.command(SessionCmd::Release);
+            }
+        }
+        acks
+    }
+
+    /// A session id adopted from the twin appliance is taken: ids given from now
+    /// on are above it.
+    pub(crate) fn adopt_id(&self, id: u64) {
+        self.next_id.fetch_max(id.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Takes one of the bank's slots even if `max_sessions` are open: a session
+    /// restored from the twin is already the bank's, refusing it would cut it.
+    pub(crate) fn reserve_forced(&self, bank: usize) {
+        self.open[bank].fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The bank's index by id.
+    pub(crate) fn bank_index(&self, id: &str) -> Option<usize> {
+        self.banks.iter().position(|b| b.id == id)
+    }
+
+    /// Whether none of these sessions has messages waiting for `mups`.
+    pub(crate) fn drained(sessions: &[Arc<Session>]) -> bool {
+        sessions.iter().all(|s| lock(&s.queue).items.is_empty())
+    }
+
+    /// Queues a message for the data channel, after the `DATA` queued so far is
+    /// written (nothing is queued without an attached `mups`).
+    pub(crate) fn send_data_channel(&self, message: FoMessage) {
+        let mut state = lock(&self.state);
+        if state.control.is_some() {
+            state.data_out.push_back(message);
+            drop(state);
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next non-`DATA` message for the data channel.
+    pub(crate) fn next_data_out(&self) -> Option<FoMessage> {
+        lock(&self.state).data_out.pop_front()
     }
 
     pub(crate) fn config(&self) -> &ApplianceConfig {
@@ -220,6 +301,8 @@ impl Hub {
             let n = u32::try_from(state.sessions.len()).unwrap_or(u32::MAX);
             let _ = control.send(FoMessage::InventoryEnd(InventoryEnd { sessions: n }));
             state.control = Some(control);
+            // Answers meant for a mups that went away.
+            state.data_out.clear();
             n
         };
         self.attached.send_replace(true);
@@ -234,12 +317,17 @@ impl Hub {
         let sessions = {
             let mut state = lock(&self.state);
             state.control = None;
+            state.data_out.clear();
             state.sessions.values().cloned().collect::<Vec<_>>()
         };
         self.attached.send_replace(false);
         self.metrics.link_attached(false);
+        // A switchover's hold goes with the link that asked for it, like a pause
+        // (frozen sessions stay frozen: only mups knows where their twin is).
+        self.held.store(false, Ordering::SeqCst);
         for session in sessions {
             session.command(SessionCmd::Resume);
+            session.command(SessionCmd::Release);
         }
     }
 

@@ -20,6 +20,8 @@
 //! - [`local_link`]: the Unix socket server `mups` attaches to (handshake, data
 //!   and control channels, inventory, heartbeats, session commands).
 //! - [`metrics`]: counters, `/metrics` and `/healthz`, and [`Stats`] to read them.
+//! - `handover`: the `HANDOVER` ops of a planned appliance switchover (lock,
+//!   quiesce, checkpoint, thaw, close, restore, serve), carried out one at a time.
 //! - [`netlock`]: the network lock (nftables table `inet pups_lock`): silent DROP
 //!   of VIP bank ports (standby) or single sessions (active) during a switchover.
 //! - [`error`]: [`PupsError`], why `pups` could not start.
@@ -33,6 +35,7 @@
 
 pub mod codec;
 pub mod error;
+mod handover;
 mod hub;
 mod listener;
 pub mod local_link;
@@ -74,6 +77,9 @@ pub struct Pups {
     link: CancellationToken,
     /// Stops the metrics server.
     http: CancellationToken,
+    /// Stops the handover worker.
+    handover: CancellationToken,
+    handover_task: tokio::task::JoinHandle<()>,
     tasks: JoinSet<()>,
 }
 
@@ -89,8 +95,19 @@ impl Pups {
             Ok(()) => info!("TCP_REPAIR self-check passed: sessions can be handed to the twin appliance"),
             Err(e) => warn!(error = %e, "sessions cannot be handed to the twin appliance"),
         }
-        let hub = Arc::new(hub::Hub::new(cfg.clone()));
-        let listeners = listener::bind_all(&hub)?;
+        let (handover_tx, handover_rx) = tokio::sync::mpsc::unbounded_channel();
+        let hub = Arc::new(hub::Hub::new(cfg.clone(), handover_tx));
+        let mut worker = handover::Worker::new(hub.clone(), netlock::NetLock::new());
+        let pair = cfg.vrrp.is_some();
+        if pair {
+            // keepalived may give us the VIP at any moment, and announces it before
+            // anyone hears of it: the bank ports are locked before anything else,
+            // and open only when mups says Serve.
+            worker.lock_ports().await?;
+            info!("appliance pair: bank ports locked until mups says Serve");
+        }
+        // In a pair the VIP may be the twin's for now: listen on it anyway.
+        let listeners = listener::bind_all(&hub, pair)?;
         let mut bank_addrs = Vec::new();
         for l in &listeners {
             bank_addrs.extend(l.banks.iter().map(|&i| (hub.bank(i).id.clone(), l.bound)));
@@ -106,6 +123,8 @@ impl Pups {
         let metrics_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let (accept, link, http_cancel) =
             (CancellationToken::new(), CancellationToken::new(), CancellationToken::new());
+        let handover = CancellationToken::new();
+        let handover_task = tokio::spawn(worker.run(handover_rx, handover.clone()));
         let mut tasks = JoinSet::new();
         for l in listeners {
             tasks.spawn(listener::accept_loop(hub.clone(), l, accept.clone()));
@@ -117,7 +136,18 @@ impl Pups {
             tasks.spawn(metrics::serve(listener, hub.metrics.clone(), http_cancel.clone()));
         }
         info!(appliance = %cfg.appliance.id, banks = cfg.banks.len(), "pups started");
-        Ok(Self { hub, bank_addrs, metrics_addr, local_link, accept, link, http: http_cancel, tasks })
+        Ok(Self {
+            hub,
+            bank_addrs,
+            metrics_addr,
+            local_link,
+            accept,
+            link,
+            http: http_cancel,
+            handover,
+            handover_task,
+            tasks,
+        })
     }
 
     /// Where a bank's connections are accepted (the bound address: a configured
@@ -150,6 +180,10 @@ impl Pups {
     /// disconnects every bank.
     pub async fn shutdown(mut self) {
         self.accept.cancel();
+        // Frozen sessions (a switchover mups never finished) close in repair mode,
+        // never with a FIN; the network lock stays (a crash would leave it too).
+        self.handover.cancel();
+        let _ = (&mut self.handover_task).await;
         let sessions = self.hub.close_all(SessionDownReason::Shutdown, "pups is shutting down");
         warn!(
             sessions,

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -34,7 +35,9 @@ pub(crate) struct BankListener {
 }
 
 /// Binds every distinct `listen` address of the configuration.
-pub(crate) fn bind_all(hub: &Hub) -> Result<Vec<BankListener>, PupsError> {
+/// With `freebind`, an address that is not (yet) on this host can be bound: in an
+/// appliance pair the VIP belongs to whichever appliance keepalived chose.
+pub(crate) fn bind_all(hub: &Hub, freebind: bool) -> Result<Vec<BankListener>, PupsError> {
     let mut listeners: Vec<BankListener> = Vec::new();
     for (index, bank) in hub.config().banks.iter().enumerate() {
         // Port 0 asks for a fresh port: such a bank never shares a listener.
@@ -43,8 +46,8 @@ pub(crate) fn bind_all(hub: &Hub) -> Result<Vec<BankListener>, PupsError> {
             l.banks.push(index);
             continue;
         }
-        let listener =
-            bind(bank.listen).map_err(|source| PupsError::BankListen { addr: bank.listen, source })?;
+        let listener = bind(bank.listen, freebind)
+            .map_err(|source| PupsError::BankListen { addr: bank.listen, source })?;
         let bound =
             listener.local_addr().map_err(|source| PupsError::BankListen { addr: bank.listen, source })?;
         listeners.push(BankListener { configured: bank.listen, bound, banks: vec![index], listener });
@@ -52,11 +55,24 @@ pub(crate) fn bind_all(hub: &Hub) -> Result<Vec<BankListener>, PupsError> {
     Ok(listeners)
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+fn bind(addr: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
+    if !freebind {
+        let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        return socket.listen(BACKLOG);
+    }
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG as i32)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Accepts bank connections until `cancel`.

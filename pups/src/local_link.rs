@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::error::PupsError;
+use crate::handover::{ReplyTo, Request};
 use crate::hub::Hub;
 use crate::metrics::LinkDrop;
 use crate::session::{SessionCmd, ToBankError, lock};
@@ -463,6 +464,9 @@ async fn control_reader(
                     info!(session = r.session_id, "SESSION_RESUME for a session pups does not have: ignored")
                 }
             },
+            FoMessage::Handover(h) if crate::handover::is_request(h.op) => {
+                hub.handover(Request { handover: h, reply: ReplyTo::Control(tx.clone()) });
+            }
             other => {
                 if let Err(why) = unexpected(&hub, &other, "control") {
                     return lost.report(why);
@@ -511,6 +515,10 @@ async fn data_reader(
         };
         match frame {
             Some(Ok(FoMessage::Data(data))) if data.direction == Direction::ToBank => to_bank(&hub, data),
+            // In the stream's order: every DATA before it has reached its session's writer.
+            Some(Ok(FoMessage::Handover(h))) if crate::handover::is_request(h.op) => {
+                hub.handover(Request { handover: h, reply: ReplyTo::Data });
+            }
             Some(Ok(other)) => {
                 if let Err(why) = unexpected(&hub, &other, "data") {
                     return lost.report(why);
@@ -553,6 +561,22 @@ async fn data_writer(hub: Arc<Hub>, mut writer: OwnedWriteHalf, cancel: Cancella
     let mut buf = Vec::new();
     let mut ends = Vec::with_capacity(DATA_BATCH);
     loop {
+        if let Some(message) = hub.next_data_out() {
+            buf.clear();
+            if let Err(e) = message.encode(&mut buf) {
+                error!(error = %e, kind = %message.kind(), "message cannot be encoded: not sent");
+                continue;
+            }
+            let written = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                written = writer.write_all(&buf) => written,
+            };
+            if let Err(e) = written {
+                return lost.report(format!("data channel: {e}"));
+            }
+            continue;
+        }
         let Some(session) = hub.next_ready() else {
             tokio::select! {
                 biased;

@@ -16,8 +16,9 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use proto::fo_link::SessionDownReason;
+use proto::fo_link::{HandoverOp, SessionDownReason};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -52,6 +53,42 @@ struct ActionLabels {
 struct DirectionLabels {
     bank: String,
     direction: &'static str,
+}
+
+/// `{op, result}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+/// `{op}`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpOnly {
+    op: &'static str,
+}
+
+/// The label value of a `HANDOVER` op (`pups_handover_ops_total{op}`).
+pub const fn op_label(op: HandoverOp) -> &'static str {
+    match op {
+        HandoverOp::Quiesce => "quiesce",
+        HandoverOp::Quiesced => "quiesced",
+        HandoverOp::Checkpoint => "checkpoint",
+        HandoverOp::Snapshots => "snapshots",
+        HandoverOp::Checkpointed => "checkpointed",
+        HandoverOp::Thaw => "thaw",
+        HandoverOp::Thawed => "thawed",
+        HandoverOp::CloseFrozen => "close_frozen",
+        HandoverOp::Closed => "closed",
+        HandoverOp::Lock => "lock",
+        HandoverOp::Locked => "locked",
+        HandoverOp::Restore => "restore",
+        HandoverOp::RestoreEnd => "restore_end",
+        HandoverOp::Restored => "restored",
+        HandoverOp::Serve => "serve",
+        HandoverOp::Serving => "serving",
+        HandoverOp::Failed => "failed",
+    }
 }
 
 /// Why a connection was refused before it became a session (`reason` label).
@@ -187,6 +224,14 @@ pub(crate) struct Metrics {
     link_attached: Gauge,
     link_attaches: Counter,
     link_dropped: Family<ReasonLabels, Counter>,
+    handover_ops: Family<OpLabels, Counter>,
+    handover_seconds: Family<OpOnly, Histogram>,
+    handover_frozen: Gauge,
+    handover_restored: Gauge,
+    handover_handed_over: Counter,
+    handover_adopted: Counter,
+    handover_refused: Counter,
+    handover_restore_failures: Counter,
 }
 
 impl Metrics {
@@ -204,6 +249,17 @@ impl Metrics {
             link_attached: Gauge::default(),
             link_attaches: Counter::default(),
             link_dropped: Family::default(),
+            handover_ops: Family::default(),
+            // 100 µs to ~6.5 s.
+            handover_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(1e-4, 2.0, 17))
+            }),
+            handover_frozen: Gauge::default(),
+            handover_restored: Gauge::default(),
+            handover_handed_over: Counter::default(),
+            handover_adopted: Counter::default(),
+            handover_refused: Counter::default(),
+            handover_restore_failures: Counter::default(),
         };
         let r = &mut m.registry;
         r.register("pups_sessions", "Open bank sessions", m.sessions.clone());
@@ -223,6 +279,46 @@ impl Metrics {
             "pups_local_link_dropped",
             "Local link messages received and dropped",
             m.link_dropped.clone(),
+        );
+        r.register(
+            "pups_handover_ops",
+            "HANDOVER requests carried out, by op and result",
+            m.handover_ops.clone(),
+        );
+        r.register(
+            "pups_handover_op_duration_seconds",
+            "Time to carry out a HANDOVER request, by op",
+            m.handover_seconds.clone(),
+        );
+        r.register(
+            "pups_handover_frozen_sessions",
+            "Sessions checkpointed and held in repair mode here",
+            m.handover_frozen.clone(),
+        );
+        r.register(
+            "pups_handover_restored_sessions",
+            "Sessions restored from the twin, waiting for Serve",
+            m.handover_restored.clone(),
+        );
+        r.register(
+            "pups_handover_handed_over_sessions",
+            "Sessions handed to the twin appliance (closed here in repair mode)",
+            m.handover_handed_over.clone(),
+        );
+        r.register(
+            "pups_handover_adopted_sessions",
+            "Sessions restored from the twin appliance and served here",
+            m.handover_adopted.clone(),
+        );
+        r.register(
+            "pups_handover_refused_sessions",
+            "Sessions a checkpoint left out (not ESTABLISHED, ended, too big), served on here",
+            m.handover_refused.clone(),
+        );
+        r.register(
+            "pups_handover_restore_failures",
+            "Snapshots that could not be restored",
+            m.handover_restore_failures.clone(),
         );
         for bank in banks {
             let bank = bank.to_owned();
@@ -278,6 +374,33 @@ impl Metrics {
 
     pub(crate) fn link_dropped(&self, why: LinkDrop) {
         self.link_dropped.get_or_create(&ReasonLabels { reason: why.label() }).inc();
+    }
+
+    pub(crate) fn handover_op(&self, op: HandoverOp, ok: bool, took: std::time::Duration) {
+        let result = if ok { "ok" } else { "failed" };
+        self.handover_ops.get_or_create(&OpLabels { op: op_label(op), result }).inc();
+        self.handover_seconds.get_or_create(&OpOnly { op: op_label(op) }).observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn handover_gauges(&self, frozen: usize, restored: usize) {
+        self.handover_frozen.set(frozen as i64);
+        self.handover_restored.set(restored as i64);
+    }
+
+    pub(crate) fn handed_over(&self, n: u32) {
+        self.handover_handed_over.inc_by(n.into());
+    }
+
+    pub(crate) fn adopted(&self, n: u32) {
+        self.handover_adopted.inc_by(n.into());
+    }
+
+    pub(crate) fn handover_refused(&self, n: usize) {
+        self.handover_refused.inc_by(n as u64);
+    }
+
+    pub(crate) fn restore_failures(&self, n: usize) {
+        self.handover_restore_failures.inc_by(n as u64);
     }
 
     /// The Prometheus (OpenMetrics) text exposition.
@@ -345,6 +468,42 @@ impl Stats {
     /// Local link messages dropped for a reason.
     pub fn link_dropped(&self, why: LinkDrop) -> u64 {
         self.0.link_dropped.get(&ReasonLabels { reason: why.label() }).map_or(0, |c| c.get())
+    }
+
+    /// `HANDOVER` requests carried out for an op, successfully (`ok`) or not.
+    pub fn handover_ops(&self, op: HandoverOp, ok: bool) -> u64 {
+        let labels = OpLabels { op: op_label(op), result: if ok { "ok" } else { "failed" } };
+        self.0.handover_ops.get(&labels).map_or(0, |c| c.get())
+    }
+
+    /// Sessions frozen here now.
+    pub fn handover_frozen(&self) -> i64 {
+        self.0.handover_frozen.get()
+    }
+
+    /// Sessions restored and not yet served.
+    pub fn handover_restored(&self) -> i64 {
+        self.0.handover_restored.get()
+    }
+
+    /// Sessions handed to the twin since start.
+    pub fn handed_over(&self) -> u64 {
+        self.0.handover_handed_over.get()
+    }
+
+    /// Sessions adopted from the twin since start.
+    pub fn adopted(&self) -> u64 {
+        self.0.handover_adopted.get()
+    }
+
+    /// Sessions a checkpoint left out since start.
+    pub fn handover_refused(&self) -> u64 {
+        self.0.handover_refused.get()
+    }
+
+    /// Snapshots that could not be restored since start.
+    pub fn restore_failures(&self) -> u64 {
+        self.0.handover_restore_failures.get()
     }
 
     /// The Prometheus text exposition, as `/metrics` serves it.

@@ -33,9 +33,20 @@
 //! failure, shutdown). The writer then writes what it still has, sends FIN, and the
 //! socket is closed; the hub sends `SESSION_DOWN` once every message read from the
 //! bank has been written to `mups`.
+//!
+//! # Holding and freezing (appliance switchover)
+//!
+//! `Hold` stops reading like a pause, and is acknowledged only once no whole frame
+//! is left in the reader's buffer (every message read is queued towards `mups`).
+//! `Freeze` ends the tasks *without* ending the session: the writer writes what
+//! `mups` sent (bounded by [`FREEZE_GRACE`]; what it could not write is handed
+//! back), neither FIN nor `SESSION_DOWN` is sent, and the socket, the reader's
+//! partial frame and its command queue are handed to the caller ([`Frozen`]) to be
+//! checkpointed; [`thaw`] starts the tasks again on the same session, [`adopt`]
+//! starts a session restored from the twin.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,9 +58,10 @@ use proto::frame::{TPDU_LEN, swap_tpdu};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
 use crate::codec::{BankCodec, BankFrame, CodecError};
@@ -61,6 +73,11 @@ pub(crate) const OUTBOUND_QUEUE: usize = 1024;
 
 /// How long the writer may take to write what it still has once the session ends.
 const WRITER_GRACE: Duration = Duration::from_secs(2);
+
+/// How long the writer may take, when the session is frozen, to put what `mups`
+/// sent into the kernel's send queue. A bank that does not read lets that queue
+/// fill; what is left then travels with the snapshot (or is written after a thaw).
+pub(crate) const FREEZE_GRACE: Duration = Duration::from_millis(500);
 
 /// How often a session that is not read because `mups` is away checks whether
 /// the bank has closed its end.
@@ -92,6 +109,31 @@ pub(crate) enum SessionCmd {
     Pause,
     /// Read again (`SESSION_RESUME`, or the link was lost).
     Resume,
+    /// Stop reading (appliance switchover); `ack` once every whole frame already
+    /// read is queued towards `mups`.
+    Hold {
+        /// Answered when the reader is at rest.
+        ack: oneshot::Sender<()>,
+    },
+    /// Lift a `Hold`.
+    Release,
+    /// End the tasks without ending the session, and hand the socket over.
+    Freeze(oneshot::Sender<Frozen>),
+}
+
+/// A session whose tasks were stopped by [`SessionCmd::Freeze`]: everything needed
+/// to checkpoint it, or to start its tasks again ([`thaw`]).
+#[derive(Debug)]
+pub(crate) struct Frozen {
+    /// The socket, whole again; FIN was never sent.
+    pub(crate) stream: TcpStream,
+    /// Bytes read from the bank that do not make a whole frame yet.
+    pub(crate) partial: BytesMut,
+    /// Framed bytes for the bank the writer could not put in the kernel in time.
+    pub(crate) unwritten: Bytes,
+    /// Bytes of a bad frame the codec was still skipping (`bad_frame = "drop"`).
+    pub(crate) skipping: u64,
+    cmds: mpsc::UnboundedReceiver<SessionCmd>,
 }
 
 /// What the writer writes.
@@ -158,6 +200,9 @@ pub(crate) struct Session {
     pub(crate) space: Semaphore,
     last: Mutex<ReplyHeaders>,
     keepalives_in_a_row: AtomicU32,
+    /// Set while the tasks are being frozen: the writer hands its half back
+    /// instead of sending FIN.
+    freezing: AtomicBool,
 }
 
 impl Session {
@@ -209,6 +254,12 @@ impl Session {
         }
     }
 
+    /// The last TPDU and fixed header the bank sent (for the snapshot).
+    pub(crate) fn reply_headers(&self) -> (Option<[u8; TPDU_LEN]>, Option<Bytes>) {
+        let last = lock(&self.last);
+        (last.tpdu, last.header.clone())
+    }
+
     fn echo_keep_alive(&self) -> bool {
         lock(&self.outbound).as_ref().is_some_and(|tx| tx.try_send(Outbound::KeepAlive).is_ok())
     }
@@ -227,31 +278,95 @@ fn now_micros() -> u64 {
 /// Starts a session on an accepted connection whose bank is `bank` (a slot in the
 /// bank's `max_sessions` already taken). Returns at once.
 pub(crate) fn spawn(hub: Arc<Hub>, bank: usize, stream: TcpStream, peer: SocketAddr) {
-    let bank_cfg = hub.bank(bank).clone();
     let id = hub.next_session_id();
     let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(session = id, error = %e, "cannot set TCP_NODELAY");
+    }
+    let (session, cmd_rx) = new_session(&hub, bank, id, peer, local, ReplyHeaders::default());
+    let start = Start { partial: BytesMut::new(), unwritten: Bytes::new(), announce: true };
+    start_tasks(hub, session, stream, cmd_rx, start);
+}
+
+/// Starts a session restored from the twin appliance's snapshot, under the id it
+/// had there (a slot of the bank's `max_sessions` already taken). `partial` goes
+/// back into the reader's buffer; replies are framed with the restored headers.
+/// Its `SESSION_UP` is sent as for a new connection.
+pub(crate) fn adopt(
+    hub: Arc<Hub>,
+    bank: usize,
+    stream: TcpStream,
+    state: &proto::snapshot::SessionState,
+) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
+    let local = stream.local_addr()?;
+    let last = ReplyHeaders { tpdu: state.last_tpdu, header: state.last_header.clone().map(Bytes::from) };
+    let (session, cmd_rx) = new_session(&hub, bank, state.session_id, peer, local, last);
+    let start =
+        Start { partial: BytesMut::from(&state.partial_frame[..]), unwritten: Bytes::new(), announce: true };
+    start_tasks(hub, session, stream, cmd_rx, start);
+    Ok(())
+}
+
+/// Starts a frozen session's tasks again, here: same id, same state, no
+/// `SESSION_UP` (`mups` never heard it was down).
+pub(crate) fn thaw(hub: Arc<Hub>, session: Arc<Session>, frozen: Frozen) {
+    session.freezing.store(false, Ordering::SeqCst);
+    let Frozen { stream, partial, unwritten, cmds, .. } = frozen;
+    start_tasks(hub, session, stream, cmds, Start { partial, unwritten, announce: false });
+}
+
+fn new_session(
+    hub: &Hub,
+    bank: usize,
+    id: u64,
+    peer: SocketAddr,
+    local: SocketAddr,
+    last: ReplyHeaders,
+) -> (Arc<Session>, mpsc::UnboundedReceiver<SessionCmd>) {
+    let bank_cfg = hub.bank(bank).clone();
     let span = tracing::info_span!("session", bank = %bank_cfg.id, session = id, peer = %peer);
     let (cmds, cmd_rx) = mpsc::unbounded_channel();
-    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     let session = Arc::new(Session {
         id,
         bank,
         peer,
         local,
         opened_at_micros: now_micros(),
-        span: span.clone(),
+        span,
         cmds,
-        outbound: Mutex::new(Some(out_tx)),
+        outbound: Mutex::new(None),
         queue: Mutex::new(ToNodeQueue::default()),
         space: Semaphore::new(hub.config().pups.session_queue),
-        last: Mutex::new(ReplyHeaders::default()),
+        last: Mutex::new(last),
         keepalives_in_a_row: AtomicU32::new(0),
+        freezing: AtomicBool::new(false),
         bank_cfg,
     });
-    if let Err(e) = stream.set_nodelay(true) {
-        debug!(parent: &span, error = %e, "cannot set TCP_NODELAY");
-    }
-    tokio::spawn(run(hub, session, stream, cmd_rx, out_rx).instrument(span));
+    (session, cmd_rx)
+}
+
+/// How a session's tasks start.
+struct Start {
+    /// The reader's buffer to begin with.
+    partial: BytesMut,
+    /// Bytes the writer writes before anything else.
+    unwritten: Bytes,
+    /// A new session for this process: count it and send `SESSION_UP`.
+    announce: bool,
+}
+
+fn start_tasks(
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    stream: TcpStream,
+    cmd_rx: mpsc::UnboundedReceiver<SessionCmd>,
+    start: Start,
+) {
+    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+    *lock(&session.outbound) = Some(out_tx);
+    let span = session.span.clone();
+    tokio::spawn(run(hub, session, stream, cmd_rx, out_rx, start).instrument(span));
 }
 
 async fn run(
@@ -260,14 +375,61 @@ async fn run(
     stream: TcpStream,
     cmds: mpsc::UnboundedReceiver<SessionCmd>,
     out_rx: mpsc::Receiver<Outbound>,
+    start: Start,
 ) {
     let (rd, wr) = stream.into_split();
-    hub.metrics.session_opened(session.bank_id());
-    info!(local = %session.local, "session opened");
-    hub.session_up(&session);
-    let mut writer = tokio::spawn(write_loop(hub.clone(), session.clone(), wr, out_rx).in_current_span());
-    let mut reader = Reader::new(hub.clone(), session.clone(), rd, cmds);
-    let (reason, detail) = reader.run().await;
+    if start.announce {
+        hub.metrics.session_opened(session.bank_id());
+        info!(local = %session.local, "session opened");
+        hub.session_up(&session);
+    } else {
+        info!("session thawed: serving it here again");
+    }
+    let stop_writer = CancellationToken::new();
+    let mut writer = tokio::spawn(
+        write_loop(hub.clone(), session.clone(), wr, out_rx, start.unwritten, stop_writer.clone())
+            .in_current_span(),
+    );
+    let mut reader = Reader::new(hub.clone(), session.clone(), rd, cmds, start.partial);
+    let (reason, detail) = match reader.run().await {
+        Stop::Closed(reason, detail) => (reason, detail),
+        Stop::Freeze => {
+            session.freezing.store(true, Ordering::SeqCst);
+            session.close_outbound();
+            let end = match tokio::time::timeout(FREEZE_GRACE, &mut writer).await {
+                Ok(end) => end,
+                Err(_) => {
+                    stop_writer.cancel();
+                    (&mut writer).await
+                }
+            };
+            match end {
+                Ok(WriterEnd::Frozen { wr, unwritten }) => {
+                    let reply = reader.freeze.take();
+                    let Reader { rd, buf, cmds, codec, .. } = reader;
+                    // Both halves come from one stream: reunite cannot fail.
+                    let Ok(stream) = rd.reunite(wr) else { unreachable!("halves of one stream") };
+                    let frozen = Frozen { stream, partial: buf, unwritten, skipping: codec.skipping(), cmds };
+                    info!(
+                        unwritten = frozen.unwritten.len(),
+                        partial = frozen.partial.len(),
+                        "session frozen"
+                    );
+                    match reply.map(|tx| tx.send(frozen)) {
+                        Some(Ok(())) => {}
+                        // Nobody waits for it any more: serve it on here.
+                        Some(Err(frozen)) => thaw(hub, session, frozen),
+                        None => unreachable!("Stop::Freeze comes with its reply"),
+                    }
+                    return;
+                }
+                Ok(WriterEnd::Done) | Err(_) => {
+                    session.freezing.store(false, Ordering::SeqCst);
+                    (SessionDownReason::IoError, "writing to the bank failed while freezing".to_owned())
+                }
+            }
+        }
+    };
     session.close_outbound();
     if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
         warn!("bank did not take the last messages in time; closing anyway");
@@ -289,6 +451,12 @@ struct Reader {
     codec: BankCodec,
     buf: BytesMut,
     paused: bool,
+    /// Held for an appliance switchover (`Hold`), not reading.
+    held: bool,
+    /// `Hold`s to acknowledge once no whole frame is left in `buf`.
+    hold_acks: Vec<oneshot::Sender<()>>,
+    /// A `Freeze` to carry out once no whole frame is left in `buf`.
+    freeze: Option<oneshot::Sender<Frozen>>,
     /// The bank has closed its end: read what it sent even while `mups` is away.
     peer_gone: bool,
     idle: Option<Duration>,
@@ -296,8 +464,22 @@ struct Reader {
     deadline: Option<Instant>,
 }
 
+/// Why the reader's loop stops.
+enum Stop {
+    /// The session ends.
+    Closed(SessionDownReason, String),
+    /// The tasks end, the session does not (`SessionCmd::Freeze`).
+    Freeze,
+}
+
+impl From<(SessionDownReason, String)> for Stop {
+    fn from((reason, detail): (SessionDownReason, String)) -> Self {
+        Self::Closed(reason, detail)
+    }
+}
+
 /// How the reader's loop goes on.
-type Step = Result<(), (SessionDownReason, String)>;
+type Step = Result<(), Stop>;
 
 impl Reader {
     fn new(
@@ -305,34 +487,40 @@ impl Reader {
         session: Arc<Session>,
         rd: OwnedReadHalf,
         cmds: mpsc::UnboundedReceiver<SessionCmd>,
+        mut buf: BytesMut,
     ) -> Self {
         let bank = &session.bank_cfg;
         let codec = BankCodec::with_policy(bank.framing.clone(), bank.bad_frame);
         let idle = (bank.idle_timeout_s > 0).then(|| Duration::from_secs(bank.idle_timeout_s));
+        buf.reserve(READ_CHUNK);
+        let held = hub.held();
         Self {
             hub,
             session,
             rd,
             cmds,
             codec,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf,
             paused: false,
+            held,
+            hold_acks: Vec::new(),
+            freeze: None,
             peer_gone: false,
             idle,
             deadline: None,
         }
     }
 
-    async fn run(&mut self) -> (SessionDownReason, String) {
+    async fn run(&mut self) -> Stop {
         match self.run_inner().await {
-            Ok(()) => (SessionDownReason::Shutdown, "hub gone".into()),
+            Ok(()) => Stop::Closed(SessionDownReason::Shutdown, "hub gone".into()),
             Err(end) => end,
         }
     }
 
     fn on_command(&mut self, cmd: Option<SessionCmd>) -> Step {
         match cmd {
-            Some(SessionCmd::Close { reason, detail }) => Err((reason, detail)),
+            Some(SessionCmd::Close { reason, detail }) => Err(Stop::Closed(reason, detail)),
             Some(SessionCmd::Pause) => {
                 if !self.paused {
                     info!("session paused: not reading from the bank");
@@ -347,8 +535,21 @@ impl Reader {
                 self.paused = false;
                 Ok(())
             }
+            Some(SessionCmd::Hold { ack }) => {
+                self.held = true;
+                self.hold_acks.push(ack);
+                Ok(())
+            }
+            Some(SessionCmd::Release) => {
+                self.held = false;
+                Ok(())
+            }
+            Some(SessionCmd::Freeze(reply)) => {
+                self.freeze = Some(reply);
+                Ok(())
+            }
             // The session holds a sender: cannot happen.
-            None => Err((SessionDownReason::Shutdown, "command channel closed".into())),
+            None => Err(Stop::Closed(SessionDownReason::Shutdown, "command channel closed".into())),
         }
     }
 
@@ -366,13 +567,20 @@ impl Reader {
                         self.hub.metrics.bad_frame(self.session.bank_id(), BadFrameAction::Closed);
                         let dump = crate::codec::masked_dump(&self.buf);
                         warn!(error = %e, dump = %dump, "framing lost: closing the session");
-                        return Err((SessionDownReason::FramingError, e.to_string()));
+                        return Err(Stop::Closed(SessionDownReason::FramingError, e.to_string()));
                     }
-                    Err(e) => return Err((SessionDownReason::IoError, e.to_string())),
+                    Err(e) => return Err(Stop::Closed(SessionDownReason::IoError, e.to_string())),
                 }
             }
+            // No whole frame is left: every message read is queued towards mups.
+            for ack in self.hold_acks.drain(..) {
+                let _ = ack.send(());
+            }
+            if self.freeze.is_some() {
+                return Err(Stop::Freeze);
+            }
             let link_up = *attached.borrow_and_update();
-            let reading = (link_up || self.peer_gone) && !self.paused;
+            let reading = (link_up || self.peer_gone) && !self.paused && !self.held;
             if !reading {
                 self.deadline = None;
             } else if self.deadline.is_none() {
@@ -385,7 +593,7 @@ impl Reader {
                 cmd = self.cmds.recv() => self.on_command(cmd)?,
                 changed = attached.changed() => {
                     if changed.is_err() {
-                        return Err((SessionDownReason::Shutdown, "pups is stopping".into()));
+                        return Err(Stop::Closed(SessionDownReason::Shutdown, "pups is stopping".into()));
                     }
                 }
                 read = self.rd.read_buf(&mut self.buf), if reading => match read {
@@ -395,26 +603,29 @@ impl Reader {
                         } else {
                             format!("bank closed the connection inside a frame ({} bytes discarded)", self.buf.len())
                         };
-                        return Err((SessionDownReason::PeerClosed, detail));
+                        return Err(Stop::Closed(SessionDownReason::PeerClosed, detail));
                     }
                     Ok(_) => self.deadline = self.idle.map(|idle| Instant::now() + idle),
-                    Err(e) => return Err(io_end(&e)),
+                    Err(e) => return Err(io_end(&e).into()),
                 },
-                _ = peer_check.tick(), if !link_up && !self.peer_gone && !self.paused => {
+                _ = peer_check.tick(), if !link_up && !self.peer_gone && !self.paused && !self.held => {
                     // Not a read: the readiness the kernel last reported, without waiting.
                     match self.rd.ready(Interest::READABLE).now_or_never() {
                         Some(Ok(ready)) if ready.is_read_closed() => {
                             info!("bank closed its end while mups is away: reading what it sent, then closing");
                             self.peer_gone = true;
                         }
-                        Some(Err(e)) => return Err(io_end(&e)),
+                        Some(Err(e)) => return Err(io_end(&e).into()),
                         _ => {}
                     }
                 }
                 () = tokio::time::sleep_until(idle_at), if reading && self.deadline.is_some() => {
                     let secs = self.idle.map_or(0, |d| d.as_secs());
                     info!(idle_s = secs, "nothing received from the bank: idle timeout");
-                    return Err((SessionDownReason::IdleTimeout, format!("nothing received for {secs} s")));
+                    return Err(Stop::Closed(
+                        SessionDownReason::IdleTimeout,
+                        format!("nothing received for {secs} s"),
+                    ));
                 }
             }
         }
@@ -503,56 +714,118 @@ fn io_end(e: &std::io::Error) -> (SessionDownReason, String) {
 /// Most frames written to the bank in one system call.
 const WRITE_BATCH: usize = 64;
 
+/// How the writer ended.
+enum WriterEnd {
+    /// The session ends (FIN sent), or writing failed (the reader was told).
+    Done,
+    /// The session is being frozen: the half, and what it could not write in time.
+    Frozen { wr: OwnedWriteHalf, unwritten: Bytes },
+}
+
 async fn write_loop(
     hub: Arc<Hub>,
     session: Arc<Session>,
     mut wr: OwnedWriteHalf,
     mut rx: mpsc::Receiver<Outbound>,
-) {
+    unwritten: Bytes,
+    stop: CancellationToken,
+) -> WriterEnd {
     let framing = session.bank_cfg.framing.clone();
     let mut codec = BankCodec::new(framing.clone());
     let bank = session.bank_id().to_owned();
-    let mut buf = BytesMut::new();
+    // What a frozen writer could not write goes first, before anything newer.
+    let mut buf = BytesMut::from(&unwritten[..]);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        buf.clear();
+    loop {
         let mut messages = 0;
-        for item in batch.drain(..) {
-            let frame = match item {
-                Outbound::KeepAlive => BankFrame::KeepAlive,
-                Outbound::Message(message) => {
-                    let last = lock(&session.last);
-                    let tpdu = framing.tpdu.then(|| last.tpdu.as_ref().map_or(DEFAULT_TPDU, swap_tpdu));
-                    let header =
-                        last.header.clone().unwrap_or_else(|| Bytes::from(vec![0; framing.fixed_header]));
-                    BankFrame::Message { tpdu, header, message }
+        if buf.is_empty() {
+            if rx.recv_many(&mut batch, WRITE_BATCH).await == 0 {
+                break;
+            }
+            messages = encode_batch(&hub, &session, &mut codec, batch.drain(..), &mut buf);
+        }
+        let mut off = 0;
+        while off < buf.len() {
+            // `write` is cancel-safe: on `stop` nothing is half-written.
+            let written = tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    let mut rest = buf.split_off(off);
+                    rx.close();
+                    let mut left = Vec::new();
+                    while let Ok(item) = rx.try_recv() {
+                        left.push(item);
+                    }
+                    encode_batch(&hub, &session, &mut codec, left.into_iter(), &mut rest);
+                    warn!(bytes = rest.len(), "bank is not taking its bytes: they are kept with the frozen session");
+                    return WriterEnd::Frozen { wr, unwritten: rest.freeze() };
                 }
+                written = wr.write(&buf[off..]) => written,
             };
-            let is_message = matches!(frame, BankFrame::Message { .. });
-            let len = buf.len();
-            match codec.encode(frame, &mut buf) {
-                Ok(()) if is_message => {
-                    messages += 1;
-                    debug!(len = buf.len() - len, "message to the bank");
+            match written {
+                Ok(0) => {
+                    let detail = "bank socket took no bytes".to_owned();
+                    session.command(SessionCmd::Close { reason: SessionDownReason::IoError, detail });
+                    return WriterEnd::Done;
                 }
-                Ok(()) => debug!("keep-alive to the bank"),
+                Ok(n) => off += n,
                 Err(e) => {
-                    buf.truncate(len);
-                    hub.metrics.link_dropped(LinkDrop::Unencodable);
-                    warn!(error = %e, "message from mups cannot be framed for this bank: dropped");
+                    let (reason, detail) = io_end(&e);
+                    session.command(SessionCmd::Close { reason, detail });
+                    return WriterEnd::Done;
                 }
             }
         }
-        if let Err(e) = wr.write_all(&buf).await {
-            let (reason, detail) = io_end(&e);
-            session.command(SessionCmd::Close { reason, detail });
-            return;
-        }
+        buf.clear();
         if messages > 0 {
             session.keepalives_in_a_row.store(0, Ordering::Relaxed);
             hub.metrics.messages(&bank, MessageDirection::ToBank, messages);
         }
     }
+    if session.freezing.load(Ordering::SeqCst) {
+        // Everything is in the kernel's send queue; the socket goes on elsewhere.
+        return WriterEnd::Frozen { wr, unwritten: Bytes::new() };
+    }
     // Every sender is gone: the session is ending. FIN after the last frame.
     let _ = wr.shutdown().await;
+    WriterEnd::Done
+}
+
+/// Frames `items` for the bank into `buf`; returns how many were messages.
+fn encode_batch(
+    hub: &Hub,
+    session: &Session,
+    codec: &mut BankCodec,
+    items: impl Iterator<Item = Outbound>,
+    buf: &mut BytesMut,
+) -> u64 {
+    let framing = &session.bank_cfg.framing;
+    let mut messages = 0;
+    for item in items {
+        let frame = match item {
+            Outbound::KeepAlive => BankFrame::KeepAlive,
+            Outbound::Message(message) => {
+                let last = lock(&session.last);
+                let tpdu = framing.tpdu.then(|| last.tpdu.as_ref().map_or(DEFAULT_TPDU, swap_tpdu));
+                let header =
+                    last.header.clone().unwrap_or_else(|| Bytes::from(vec![0; framing.fixed_header]));
+                BankFrame::Message { tpdu, header, message }
+            }
+        };
+        let is_message = matches!(frame, BankFrame::Message { .. });
+        let len = buf.len();
+        match codec.encode(frame, buf) {
+            Ok(()) if is_message => {
+                messages += 1;
+                debug!(len = buf.len() - len, "message to the bank");
+            }
+            Ok(()) => debug!("keep-alive to the bank"),
+            Err(e) => {
+                buf.truncate(len);
+                hub.metrics.link_dropped(LinkDrop::Unencodable);
+                warn!(error = %e, "message from mups cannot be framed for this bank: dropped");
+            }
+        }
+    }
+    messages
 }

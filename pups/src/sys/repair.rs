@@ -257,27 +257,37 @@ impl Restored {
     /// with its current ACK and window (and TSval to echo) straight away.
     pub fn resume(mut self) -> Result<TcpStream, RestoreError> {
         let Some(stream) = self.stream.take() else { unreachable!("a Restored always holds its stream") };
-        let fd = stream.as_fd();
-        if self.pending.is_empty() {
-            // Leaving repair with TCP_REPAIR_OFF sends the probe.
-            repair(fd, TCP_REPAIR_ON).map_err(rsys("TCP_REPAIR on (probe)"))?;
-            repair(fd, TCP_REPAIR_OFF).map_err(rsys("TCP_REPAIR off (probe)"))?;
-        } else {
-            // Blocking: the bytes fitted the old socket's buffer; the bank acks them
-            // as usual if the new one is smaller.
-            let mut rest = &self.pending[..];
-            while !rest.is_empty() {
-                match send(fd, rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(source) => {
-                        return Err(RestoreError::Resend { sent: self.pending.len() - rest.len(), source });
-                    }
-                }
+        match resend(&stream, &self.pending) {
+            Ok(()) => Ok(stream),
+            Err(e) => {
+                // A plain close would send FIN (or RST) to the bank: the session
+                // is lost here, but the bank must not be told so by us.
+                let _ = close_silently(stream);
+                Err(e)
             }
         }
-        Ok(stream)
     }
+}
+
+fn resend(stream: &TcpStream, pending: &[u8]) -> Result<(), RestoreError> {
+    let fd = stream.as_fd();
+    if pending.is_empty() {
+        // Leaving repair with TCP_REPAIR_OFF sends the probe.
+        repair(fd, TCP_REPAIR_ON).map_err(rsys("TCP_REPAIR on (probe)"))?;
+        repair(fd, TCP_REPAIR_OFF).map_err(rsys("TCP_REPAIR off (probe)"))?;
+    } else {
+        // Blocking: the bytes fitted the old socket's buffer; the bank acks them
+        // as usual if the new one is smaller.
+        let mut rest = pending;
+        while !rest.is_empty() {
+            match send(fd, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => return Err(RestoreError::Resend { sent: pending.len() - rest.len(), source }),
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Drop for Restored {

@@ -1,0 +1,626 @@
+//! `pups`'s side of a planned appliance switchover (design flow F5): the
+//! `HANDOVER` ops `mups` sends over the local link (`docs/appliance-pair.md`,
+//! "Switchover: what pups does").
+//!
+//! One worker task, alive as long as `pups`, carries the ops out one at a time in
+//! the order they arrived, so an op is never interleaved with another and never
+//! cut short by the link dropping (a half-frozen appliance is worse than a late
+//! answer). The answer goes back on the channel the request came on; without an
+//! attached `mups` it is lost, and the state stays for the next `mups` to drive.
+//!
+//! The rule everything here serves: a bank socket is only ever closed in repair
+//! mode, and only once its 4-tuple and the bank ports are locked.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use proto::fo_link::{DEFAULT_MAX_FRAME, FoMessage, Handover, HandoverOp, SessionDownReason};
+use proto::snapshot::{SessionSnapshot, SessionState, SignOnState, SnapshotBatch, SnapshotError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::hub::Hub;
+use crate::netlock::{NetLock, NetLockError, SessionTuple};
+use crate::session::{self, FREEZE_GRACE, Frozen, Session, SessionCmd, lock};
+use crate::sys::{self, Buffers, Restored};
+
+/// How long sessions get to come to rest and for what they read to reach `mups`
+/// (`Quiesce`, and the same step at the start of `Checkpoint`).
+const QUIESCE_WAIT: Duration = Duration::from_secs(5);
+
+/// Room kept in a `HANDOVER` frame for everything but the snapshot batch.
+const FRAME_MARGIN: usize = 4096;
+
+/// Where the answer to a request goes.
+#[derive(Debug)]
+pub(crate) enum ReplyTo {
+    /// The control channel's queue of the link that asked.
+    Control(mpsc::UnboundedSender<FoMessage>),
+    /// The data channel, after the `DATA` queued before it.
+    Data,
+}
+
+/// A `HANDOVER` request from `mups`.
+#[derive(Debug)]
+pub(crate) struct Request {
+    /// The request.
+    pub(crate) handover: Handover,
+    /// Where to answer.
+    pub(crate) reply: ReplyTo,
+}
+
+/// Whether `op` is one `mups` sends (the others are `pups`'s answers).
+pub(crate) const fn is_request(op: HandoverOp) -> bool {
+    matches!(
+        op,
+        HandoverOp::Quiesce
+            | HandoverOp::Checkpoint
+            | HandoverOp::Thaw
+            | HandoverOp::CloseFrozen
+            | HandoverOp::Lock
+            | HandoverOp::Restore
+            | HandoverOp::RestoreEnd
+            | HandoverOp::Serve
+    )
+}
+
+/// Why an op failed; sent to `mups` as `Failed { detail }`.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandoverError {
+    /// nft refused.
+    #[error("network lock: {0}")]
+    Lock(#[from] NetLockError),
+    /// What was read could not reach `mups`.
+    #[error("{0} session(s) still have messages for mups after {QUIESCE_WAIT:?} (is mups reading?)")]
+    NotQuiet(usize),
+    /// The op does not fit what this appliance holds.
+    #[error("{0}")]
+    State(&'static str),
+    /// A snapshot batch could not be encoded.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// A session frozen here by `Checkpoint`, in repair mode.
+#[derive(Debug)]
+struct FrozenSession {
+    session: Arc<Session>,
+    frozen: Frozen,
+    tuple: SessionTuple,
+}
+
+/// A socket rebuilt by `RestoreEnd`, waiting for `Serve`.
+#[derive(Debug)]
+struct Adoptee {
+    bank: usize,
+    state: SessionState,
+    restored: Restored,
+}
+
+/// One answer: op, count, detail, payload.
+type Answer = (HandoverOp, u32, String, Bytes);
+
+/// The handover worker's state.
+#[derive(Debug)]
+pub(crate) struct Worker {
+    hub: Arc<Hub>,
+    netlock: NetLock,
+    /// Every VIP:port banks connect to.
+    bank_ports: Vec<(IpAddr, u16)>,
+    /// The nft table was (re)built by this process.
+    installed: bool,
+    /// The bank ports are locked now.
+    ports_locked: bool,
+    frozen: Vec<FrozenSession>,
+    /// Snapshots received (`Restore`) and not yet restored.
+    incoming: Vec<SessionSnapshot>,
+    /// Problems with what was received, for `Restored`'s detail.
+    incoming_failures: Vec<String>,
+    adoptees: Vec<Adoptee>,
+    max_frame: usize,
+}
+
+impl Worker {
+    pub(crate) fn new(hub: Arc<Hub>, netlock: NetLock) -> Self {
+        let bank_ports = bank_ports(&hub);
+        Self {
+            hub,
+            netlock,
+            bank_ports,
+            installed: false,
+            ports_locked: false,
+            frozen: Vec::new(),
+            incoming: Vec::new(),
+            incoming_failures: Vec::new(),
+            adoptees: Vec::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// Locks every bank port (VIP:port), building the table first if this process
+    /// has not: at start on an appliance of a pair, and for `Lock`.
+    pub(crate) async fn lock_ports(&mut self) -> Result<(), NetLockError> {
+        if !self.installed {
+            self.netlock.install(&self.bank_ports).await?;
+            self.installed = true;
+        } else {
+            let mut by_ip: BTreeMap<IpAddr, Vec<u16>> = BTreeMap::new();
+            for &(ip, port) in &self.bank_ports {
+                by_ip.entry(ip).or_default().push(port);
+            }
+            for (ip, ports) in by_ip {
+                self.netlock.lock_all_bank_ports(ip, &ports).await?;
+            }
+        }
+        self.ports_locked = true;
+        info!(ports = ?self.bank_ports, "bank ports locked: bank traffic to them is dropped");
+        Ok(())
+    }
+
+    /// Carries out requests until `cancel`, then leaves nothing visible to a bank:
+    /// frozen sessions and restored sockets are closed in repair mode.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>, cancel: CancellationToken) {
+        loop {
+            let request = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                request = rx.recv() => match request {
+                    Some(request) => request,
+                    None => break,
+                },
+            };
+            self.handle(request).await;
+        }
+        if !self.frozen.is_empty() {
+            warn!(
+                sessions = self.frozen.len(),
+                "shutdown: frozen sessions closed silently (mups never said where they went)"
+            );
+            self.close_frozen_sessions(
+                SessionDownReason::Shutdown,
+                "pups stopped while the session was frozen",
+            );
+        }
+        if !self.adoptees.is_empty() {
+            warn!(
+                sessions = self.adoptees.len(),
+                "shutdown: restored sessions never served, closed silently"
+            );
+            self.adoptees.clear();
+        }
+    }
+
+    async fn handle(&mut self, request: Request) {
+        let Request { handover, reply } = request;
+        let (op, switch_id) = (handover.op, handover.switch_id);
+        info!(switch_id, op = ?op, count = handover.count, "HANDOVER from mups");
+        let started = Instant::now();
+        let result = match op {
+            HandoverOp::Lock => self.lock().await,
+            HandoverOp::Quiesce => self.quiesce().await.map(|n| vec![answer(HandoverOp::Quiesced, n, "")]),
+            HandoverOp::Checkpoint => self.checkpoint().await,
+            HandoverOp::Thaw => self.thaw().await,
+            HandoverOp::CloseFrozen => self.close_frozen().await,
+            HandoverOp::Restore => {
+                self.receive(&handover.payload);
+                Ok(Vec::new())
+            }
+            HandoverOp::RestoreEnd => self.restore(handover.count).await,
+            HandoverOp::Serve => self.serve().await,
+            // Answers are filtered out by the link (`is_request`).
+            _ => Ok(Vec::new()),
+        };
+        let took = started.elapsed();
+        let metrics = &self.hub.metrics;
+        metrics.handover_op(op, result.is_ok(), took);
+        metrics.handover_gauges(self.frozen.len(), self.adoptees.len());
+        let answers = match result {
+            Ok(answers) => {
+                info!(switch_id, op = ?op, took_us = took.as_micros() as u64, "HANDOVER done");
+                answers
+            }
+            Err(e) => {
+                error!(switch_id, op = ?op, error = %e, "HANDOVER failed");
+                vec![answer(HandoverOp::Failed, 0, &e.to_string())]
+            }
+        };
+        for (op, count, detail, payload) in answers {
+            let message = FoMessage::Handover(Handover { switch_id, op, count, detail, payload });
+            match &reply {
+                ReplyTo::Control(tx) => {
+                    let _ = tx.send(message);
+                }
+                ReplyTo::Data => self.hub.send_data_channel(message),
+            }
+        }
+    }
+
+    async fn lock(&mut self) -> Result<Vec<Answer>, HandoverError> {
+        if !self.adoptees.is_empty() {
+            // A standby again: sockets restored for a switchover that did not serve them go.
+            warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
+            self.adoptees.clear();
+        }
+        let live = self.hub.sessions().len() - self.frozen.len();
+        if live > 0 {
+            warn!(
+                sessions = live,
+                "Lock: this appliance still serves sessions; they are cut off from their banks"
+            );
+        }
+        self.lock_ports().await?;
+        Ok(vec![answer(HandoverOp::Locked, self.bank_ports.len() as u32, "")])
+    }
+
+    /// The sessions not frozen.
+    fn live_sessions(&self) -> Vec<Arc<Session>> {
+        let frozen: Vec<u64> = self.frozen.iter().map(|f| f.session.id).collect();
+        self.hub.sessions().into_iter().filter(|s| !frozen.contains(&s.id)).collect()
+    }
+
+    /// Holds every live session and waits until what they read is with `mups`.
+    async fn quiesce(&mut self) -> Result<u32, HandoverError> {
+        let sessions = self.live_sessions();
+        let deadline = tokio::time::Instant::now() + QUIESCE_WAIT;
+        for ack in self.hub.set_held(true, &sessions) {
+            // A session that ends meanwhile drops its ack: it has nothing left to hold.
+            let _ = tokio::time::timeout_at(deadline, ack).await;
+        }
+        while !Hub::drained(&sessions) {
+            if tokio::time::Instant::now() >= deadline {
+                let left = sessions.iter().filter(|s| !lock(&s.queue).items.is_empty()).count();
+                return Err(HandoverError::NotQuiet(left));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(sessions.len() as u32)
+    }
+
+    async fn checkpoint(&mut self) -> Result<Vec<Answer>, HandoverError> {
+        if !self.frozen.is_empty() {
+            return Err(HandoverError::State("sessions are frozen already: Thaw or CloseFrozen first"));
+        }
+        self.quiesce().await?;
+        // New connections wait (their SYNs are dropped and retried) until the
+        // bank ports open again here (Thaw) or on the twin (Serve).
+        self.lock_ports().await?;
+        let mut refused = Vec::new();
+        let sessions = self.live_sessions();
+        let mut waits = Vec::with_capacity(sessions.len());
+        for s in &sessions {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            s.command(SessionCmd::Freeze(tx));
+            waits.push((s.clone(), rx));
+        }
+        let deadline = tokio::time::Instant::now() + FREEZE_GRACE * 2 + Duration::from_secs(1);
+        for (s, rx) in waits {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(frozen)) => {
+                    let tuple = SessionTuple { local: s.local, peer: s.peer };
+                    self.frozen.push(FrozenSession { session: s, frozen, tuple });
+                }
+                Ok(Err(_)) => refused.push(format!("session {}: ended during the checkpoint", s.id)),
+                Err(_) => refused.push(format!("session {}: its tasks did not stop in time", s.id)),
+            }
+        }
+        // Repair mode still receives: lock each 4-tuple before entering it.
+        let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
+        if let Err(e) = self.netlock.lock_sessions(&tuples).await {
+            self.thaw_all().await;
+            return Err(e.into());
+        }
+        let mut snapshots = Vec::with_capacity(self.frozen.len());
+        let mut kept = Vec::with_capacity(self.frozen.len());
+        let budget = self.max_frame - FRAME_MARGIN;
+        for f in std::mem::take(&mut self.frozen) {
+            match self.snapshot(&f, budget) {
+                Ok(snapshot) => {
+                    snapshots.push(snapshot);
+                    kept.push(f);
+                }
+                Err(why) => {
+                    warn!(parent: &f.session.span, why = %why, "not handed over: serving it on here");
+                    refused.push(format!("session {}: {why}", f.session.id));
+                    self.unfreeze(f);
+                }
+            }
+        }
+        self.frozen = kept;
+        self.hub.metrics.handover_refused(refused.len());
+        let mut answers = Vec::new();
+        let taken_at_micros = now_micros();
+        let mut batch = SnapshotBatch {
+            appliance_id: self.hub.config().appliance.id.clone(),
+            taken_at_micros,
+            sessions: Vec::new(),
+        };
+        let mut size = 0;
+        for snapshot in snapshots {
+            let len = snapshot.encode()?.len() + 4;
+            if size + len > budget && !batch.sessions.is_empty() {
+                answers.push(snapshots_answer(&mut batch)?);
+                size = 0;
+            }
+            size += len;
+            batch.sessions.push(snapshot);
+        }
+        if !batch.sessions.is_empty() {
+            answers.push(snapshots_answer(&mut batch)?);
+        }
+        let mut detail = String::new();
+        if !refused.is_empty() {
+            let _ = write!(detail, "{} refused: {}", refused.len(), refused.join("; "));
+        }
+        info!(
+            frozen = self.frozen.len(),
+            refused = refused.len(),
+            batches = answers.len(),
+            "sessions checkpointed"
+        );
+        answers.push(answer(HandoverOp::Checkpointed, self.frozen.len() as u32, &detail));
+        Ok(answers)
+    }
+
+    /// Checkpoints one frozen session; on failure it is out of repair mode again.
+    fn snapshot(&self, f: &FrozenSession, budget: usize) -> Result<SessionSnapshot, String> {
+        if f.frozen.skipping > 0 {
+            return Err(format!("in the middle of skipping a bad frame ({} bytes to go)", f.frozen.skipping));
+        }
+        let mut tcp = sys::checkpoint(&f.frozen.stream, Buffers::Autotuned).map_err(|e| e.to_string())?;
+        // Bytes the writer could not hand to the kernel go after the send queue,
+        // as if written: the twin sends the whole queue as new data anyway.
+        let extra = &f.frozen.unwritten;
+        if !extra.is_empty() {
+            tcp.send_queue.extend_from_slice(extra);
+            tcp.snd_seq = tcp.snd_seq.wrapping_add(extra.len() as u32);
+            tcp.send_unsent += extra.len() as u32;
+        }
+        let (last_tpdu, last_header) = f.session.reply_headers();
+        let snapshot = SessionSnapshot {
+            tcp,
+            app: SessionState {
+                bank_id: f.session.bank_id().to_owned(),
+                session_id: f.session.id,
+                partial_frame: f.frozen.partial.to_vec(),
+                last_tpdu,
+                last_header: last_header.map(|h| h.to_vec()),
+                sign_on: SignOnState::Unknown,
+                matching: Vec::new(),
+            },
+        };
+        let len = snapshot.encode().map_err(|e| e.to_string())?.len();
+        if len > budget {
+            let _ = sys::leave_repair(&f.frozen.stream);
+            return Err(format!("its snapshot ({len} bytes) does not fit a local link frame"));
+        }
+        Ok(snapshot)
+    }
+
+    /// Starts a frozen session's tasks again (it is out of repair mode).
+    fn unfreeze(&self, f: FrozenSession) {
+        session::thaw(self.hub.clone(), f.session, f.frozen);
+    }
+
+    /// Every frozen session back to serving here; the locks lifted.
+    async fn thaw_all(&mut self) -> (u32, Vec<String>) {
+        let mut failures = Vec::new();
+        let mut thawed = Vec::new();
+        for f in std::mem::take(&mut self.frozen) {
+            match sys::leave_repair(&f.frozen.stream) {
+                Ok(()) => thawed.push(f),
+                Err(e) => {
+                    // Still in repair mode: it cannot serve, but closing it is silent.
+                    error!(parent: &f.session.span, error = %e, "cannot leave repair mode: session lost");
+                    failures.push(format!("session {}: cannot leave repair mode: {e}", f.session.id));
+                    self.end_frozen(f, SessionDownReason::IoError, "cannot leave repair mode");
+                }
+            }
+        }
+        if self.installed {
+            match self.netlock.unlock_all().await {
+                Ok(()) => self.ports_locked = false,
+                Err(e) => failures.push(format!("unlock: {e}")),
+            }
+        }
+        let n = thawed.len() as u32;
+        for f in thawed {
+            self.unfreeze(f);
+        }
+        self.hub.set_held(false, &self.hub.sessions());
+        (n, failures)
+    }
+
+    async fn thaw(&mut self) -> Result<Vec<Answer>, HandoverError> {
+        let (n, failures) = self.thaw_all().await;
+        info!(sessions = n, "sessions thawed: served here again");
+        if !failures.is_empty() && failures.iter().any(|f| f.starts_with("unlock")) {
+            // The sessions run, but the lock is still up: mups must know.
+            return Err(HandoverError::State("thawed, but the network lock could not be lifted"));
+        }
+        Ok(vec![answer(HandoverOp::Thawed, n, &failures.join("; "))])
+    }
+
+    /// Closes a frozen session in repair mode and reports its end.
+    fn end_frozen(&self, f: FrozenSession, reason: SessionDownReason, detail: &str) {
+        let FrozenSession { session, frozen, .. } = f;
+        match frozen.stream.into_std() {
+            Ok(stream) => {
+                if let Err(e) = sys::close_silently(stream) {
+                    // Keeping the fd open forever beats a FIN to the bank.
+                    error!(parent: &session.span, error = %e, "cannot close silently: socket leaked on purpose");
+                    std::mem::forget(e.fd);
+                }
+            }
+            // Deregistering failed; the stream, dropped, is still in repair mode: silent.
+            Err(e) => warn!(parent: &session.span, error = %e, "cannot take the socket from the runtime"),
+        }
+        self.hub.release(session.bank);
+        self.hub.metrics.session_closed(session.bank_id(), reason);
+        self.hub.session_ended(&session, reason, detail.to_owned());
+    }
+
+    fn close_frozen_sessions(&mut self, reason: SessionDownReason, detail: &str) -> u32 {
+        let frozen = std::mem::take(&mut self.frozen);
+        let n = frozen.len() as u32;
+        for f in frozen {
+            self.end_frozen(f, reason, detail);
+        }
+        n
+    }
+
+    async fn close_frozen(&mut self) -> Result<Vec<Answer>, HandoverError> {
+        // Fence first: from now on the twin serves these banks.
+        self.lock_ports().await?;
+        let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
+        let n = self.close_frozen_sessions(SessionDownReason::HandedOver, "handed to the twin appliance");
+        self.hub.metrics.handed_over(n);
+        // The port lock covers them; the sets need not grow with every switchover.
+        if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
+            warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
+        }
+        // Sessions that were not handed over run their course here.
+        self.hub.set_held(false, &self.hub.sessions());
+        info!(sessions = n, "frozen sessions closed silently: the twin serves them");
+        Ok(vec![answer(HandoverOp::Closed, n, "")])
+    }
+
+    /// A `Restore` payload: kept until `RestoreEnd`.
+    fn receive(&mut self, payload: &[u8]) {
+        if !self.adoptees.is_empty() {
+            warn!(sessions = self.adoptees.len(), "new snapshots: discarding restored sessions never served");
+            self.adoptees.clear();
+        }
+        match SnapshotBatch::decode(payload) {
+            Ok(batch) => {
+                info!(from = %batch.appliance_id, sessions = batch.sessions.len(), "snapshots received");
+                self.incoming.extend(batch.sessions);
+            }
+            Err(e) => {
+                error!(error = %e, "a snapshot batch does not decode: its sessions cannot be restored");
+                self.incoming_failures.push(format!("batch: {e}"));
+            }
+        }
+    }
+
+    async fn restore(&mut self, expected: u32) -> Result<Vec<Answer>, HandoverError> {
+        // A standby restores behind the lock; Serve lifts it.
+        if !self.ports_locked {
+            self.lock_ports().await?;
+        }
+        let mut failures = std::mem::take(&mut self.incoming_failures);
+        let incoming = std::mem::take(&mut self.incoming);
+        if incoming.len() != expected as usize {
+            failures.push(format!("RestoreEnd says {expected} snapshots, {} received", incoming.len()));
+        }
+        for snap in incoming {
+            let id = snap.app.session_id;
+            let Some(bank) = self.hub.bank_index(&snap.app.bank_id) else {
+                failures.push(format!("session {id}: bank {:?} is not configured here", snap.app.bank_id));
+                continue;
+            };
+            if self.hub.session(id).is_some() || self.adoptees.iter().any(|a| a.state.session_id == id) {
+                failures.push(format!("session {id}: the id is in use here"));
+                continue;
+            }
+            match sys::restore(&snap.tcp) {
+                Ok(restored) => {
+                    self.hub.adopt_id(id);
+                    self.adoptees.push(Adoptee { bank, state: snap.app, restored });
+                }
+                Err(e) => failures.push(format!("session {id}: {e}")),
+            }
+        }
+        let n = self.adoptees.len() as u32;
+        self.hub.metrics.restore_failures(failures.len());
+        if !failures.is_empty() {
+            warn!(failures = ?failures, "some sessions could not be restored");
+        }
+        info!(sessions = n, "sessions restored (bank ports still locked)");
+        Ok(vec![answer(HandoverOp::Restored, n, &failures.join("; "))])
+    }
+
+    async fn serve(&mut self) -> Result<Vec<Answer>, HandoverError> {
+        if !self.frozen.is_empty() {
+            return Err(HandoverError::State("sessions are frozen here: Thaw or CloseFrozen first"));
+        }
+        if self.installed {
+            self.netlock.unlock_all().await?;
+        }
+        self.ports_locked = false;
+        // Right after the unlock: the held bytes leave at once.
+        let mut failures = Vec::new();
+        let mut served = 0u32;
+        for a in std::mem::take(&mut self.adoptees) {
+            let id = a.state.session_id;
+            let stream = a.restored.resume().and_then(|s| {
+                s.set_nonblocking(true)
+                    .map_err(|source| sys::RestoreError::Sys { step: "O_NONBLOCK", source })?;
+                Ok(s)
+            });
+            let adopted = match stream {
+                Ok(std) => match tokio::net::TcpStream::from_std(std) {
+                    Ok(stream) => {
+                        self.hub.reserve_forced(a.bank);
+                        session::adopt(self.hub.clone(), a.bank, stream, &a.state).map_err(|e| {
+                            self.hub.release(a.bank);
+                            e.to_string()
+                        })
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            match adopted {
+                Ok(()) => served += 1,
+                Err(e) => failures.push(format!("session {id}: {e}")),
+            }
+        }
+        self.hub.metrics.adopted(served);
+        self.hub.set_held(false, &self.hub.sessions());
+        info!(sessions = served, "serving: bank ports unlocked");
+        Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])
+    }
+}
+
+fn answer(op: HandoverOp, count: u32, detail: &str) -> Answer {
+    (op, count, detail.to_owned(), Bytes::new())
+}
+
+fn snapshots_answer(batch: &mut SnapshotBatch) -> Result<Answer, SnapshotError> {
+    let n = batch.sessions.len() as u32;
+    let payload = Bytes::from(batch.encode()?);
+    batch.sessions.clear();
+    Ok((HandoverOp::Snapshots, n, String::new(), payload))
+}
+
+/// Every VIP:port banks connect to: each bank's `listen`, or with an unspecified
+/// address, that port on every `[vrrp]` VIP of the family. Port 0 (tests only)
+/// has nothing to lock.
+fn bank_ports(hub: &Hub) -> Vec<(IpAddr, u16)> {
+    let cfg = hub.config();
+    let vips: Vec<IpAddr> = cfg.vrrp.iter().flat_map(|v| v.vips.iter().map(|n| n.addr())).collect();
+    let mut ports = Vec::new();
+    for bank in &cfg.banks {
+        let (ip, port) = (bank.listen.ip(), bank.listen.port());
+        if port == 0 {
+            continue;
+        }
+        if ip.is_unspecified() {
+            ports.extend(vips.iter().filter(|v| v.is_ipv4() == ip.is_ipv4()).map(|&v| (v, port)));
+        } else {
+            ports.push((ip, port));
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
