@@ -246,7 +246,7 @@ impl Worker {
             warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
             self.adoptees.clear();
         }
-        let live = self.hub.sessions().len() - self.frozen.len();
+        let live = self.hub.sessions().len().saturating_sub(self.frozen.len());
         if live > 0 {
             warn!(
                 sessions = live,

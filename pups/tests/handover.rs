@@ -226,6 +226,7 @@ async fn send(writer: &Mutex<OwnedWriteHalf>, message: FoMessage) {
 /// hands `HANDOVER` answers and session events to the test.
 struct TestMups {
     data: Arc<Mutex<OwnedWriteHalf>>,
+    control: Arc<Mutex<OwnedWriteHalf>>,
     handover_rx: mpsc::UnboundedReceiver<Handover>,
     events_rx: mpsc::UnboundedReceiver<FoMessage>,
     tasks: Vec<JoinHandle<()>>,
@@ -277,7 +278,7 @@ impl TestMups {
                 }
             }
         });
-        let mut mups = Self { data, handover_rx, events_rx, tasks: vec![data_task, control_task] };
+        let mut mups = Self { data, control, handover_rx, events_rx, tasks: vec![data_task, control_task] };
         match mups.event().await {
             FoMessage::InventoryEnd(end) => assert_eq!(end.sessions, 0),
             other => panic!("expected an empty inventory, got {other:?}"),
@@ -643,6 +644,19 @@ async fn an_aborted_switchover_thaws_the_sessions_in_place() {
     let app = Appliance::start(&lab.apps[0], config(0, state.path()));
     let mut mups = TestMups::attach(&app.link).await;
     mups.ask(HandoverOp::Serve, 0, HandoverOp::Serving).await;
+    // On the control channel too; the answer comes back there.
+    let thaw = Handover {
+        switch_id: 9,
+        op: HandoverOp::Thaw,
+        count: 0,
+        detail: String::new(),
+        payload: Bytes::new(),
+    };
+    send(&mups.control, FoMessage::Handover(thaw)).await;
+    match mups.event().await {
+        FoMessage::Handover(h) => assert_eq!((h.switch_id, h.op, h.count), (9, HandoverOp::Thawed, 0)),
+        other => panic!("expected HANDOVER(Thawed) on the control channel, got {other:?}"),
+    }
 
     let before: Vec<_> = lab.all().iter().map(|ns| ns.counters()).collect();
     let banks = Banks::start(&lab, SESSIONS).await;
@@ -666,6 +680,11 @@ async fn an_aborted_switchover_thaws_the_sessions_in_place() {
         };
         assert_eq!((checkpointed.count, snapshots), (SESSIONS as u32, SESSIONS as u32), "{checkpointed:?}");
         assert_eq!(app.stats.handover_frozen(), SESSIONS as i64);
+        // Ops that do not fit the state are refused, and change nothing.
+        let refused = mups.ask(HandoverOp::Checkpoint, 0, HandoverOp::Failed).await;
+        assert!(refused.detail.contains("frozen already"), "{refused:?}");
+        let refused = mups.ask(HandoverOp::Serve, 0, HandoverOp::Failed).await;
+        assert!(refused.detail.contains("frozen here"), "{refused:?}");
         let thawed = mups.ask(HandoverOp::Thaw, 0, HandoverOp::Thawed).await;
         assert_eq!(thawed.count, SESSIONS as u32, "{thawed:?}");
         banks.progress(20).await;
