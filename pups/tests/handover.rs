@@ -486,11 +486,11 @@ fn init_logs() {
 
 /// One planned switchover from appliance `from` to `to`, driven as `mups` would.
 /// Returns the session ids `to` now serves.
-async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize) -> BTreeSet<u64> {
+async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize, n: usize) -> BTreeSet<u64> {
     let started = Instant::now();
     mups[to].ask(HandoverOp::Lock, 0, HandoverOp::Locked).await;
     let q = mups[from].ask(HandoverOp::Quiesce, 0, HandoverOp::Quiesced).await;
-    assert_eq!(q.count as usize, SESSIONS);
+    assert_eq!(q.count as usize, n);
     let quiet = Instant::now();
 
     mups[from].request(HandoverOp::Checkpoint, 0, Bytes::new()).await;
@@ -503,7 +503,7 @@ async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize) -> 
             _ => panic!("unexpected answer to Checkpoint: {h:?}"),
         }
     };
-    assert_eq!(checkpointed.count as usize, SESSIONS, "{checkpointed:?}");
+    assert_eq!(checkpointed.count as usize, n, "{checkpointed:?}");
     assert_eq!(in_batches, checkpointed.count, "every frozen session is in a batch");
     assert!(checkpointed.detail.is_empty(), "nothing refused: {}", checkpointed.detail);
     let frozen = Instant::now();
@@ -521,7 +521,7 @@ async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize) -> 
     let closed = mups[from].ask(HandoverOp::CloseFrozen, 0, HandoverOp::Closed).await;
     assert_eq!(closed.count, in_batches);
     let mut handed = BTreeSet::new();
-    while handed.len() < SESSIONS {
+    while handed.len() < n {
         match mups[from].event().await {
             FoMessage::SessionDown(d) => {
                 assert_eq!(d.reason, SessionDownReason::HandedOver, "{d:?}");
@@ -535,7 +535,7 @@ async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize) -> 
     let served_at = Instant::now();
     assert_eq!(serving.count, in_batches, "{serving:?}");
     let mut up = BTreeSet::new();
-    while up.len() < SESSIONS {
+    while up.len() < n {
         match mups[to].event().await {
             FoMessage::SessionUp(u) => {
                 assert_eq!(u.bank_id, BANK);
@@ -579,8 +579,19 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
 
     let before: Vec<_> = lab.all().iter().map(|ns| ns.counters()).collect();
     let banks = Banks::start(&lab, SESSIONS).await;
+    // One more session, idle but for a request whose frame is split across the
+    // first switch: its first bytes are read by the first appliance (a partial
+    // frame in the snapshot) or wait in its kernel queue; either way they must
+    // reach mups once, whole.
+    let mut half = lab.bank.run(|| std::net::TcpStream::connect(SocketAddr::from((VIP, PORT))).unwrap());
+    half.set_read_timeout(Some(PATIENCE)).unwrap();
+    let split = request(9999, 1);
+    let mut split_frame = (split.len() as u16).to_be_bytes().to_vec();
+    split_frame.extend_from_slice(&split);
+    std::io::Write::write_all(&mut half, &split_frame[..7]).unwrap();
+    let n = SESSIONS + 1;
     let mut ids = BTreeSet::new();
-    for _ in 0..SESSIONS {
+    for _ in 0..n {
         match mups[0].event().await {
             FoMessage::SessionUp(u) => ids.insert(u.session_id),
             other => panic!("expected SESSION_UP, got {other:?}"),
@@ -588,10 +599,21 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
     }
     banks.progress(20).await;
     println!("before any switch: slowest request {} µs", banks.slowest.swap(0, Ordering::SeqCst));
+    let half_answer = |half: &mut std::net::TcpStream, req: &[u8]| {
+        let mut got = vec![0; 2 + req.len()];
+        std::io::Read::read_exact(half, &mut got).expect("the split request is answered");
+        let mut want = req.to_vec();
+        want[2] = b'1';
+        assert_eq!(got[2..], want[..], "the split request is answered, once");
+    };
 
     for (round, (from, to)) in [(0, 1), (1, 0), (0, 1)].into_iter().enumerate() {
-        let moved = switch(&lab, &mut mups, from, to).await;
+        let moved = switch(&lab, &mut mups, from, to, n).await;
         assert_eq!(moved, ids, "round {round}: the same sessions, the same ids");
+        if round == 0 {
+            std::io::Write::write_all(&mut half, &split_frame[7..]).unwrap();
+            half_answer(&mut half, &split);
+        }
         banks.progress(20).await;
         println!(
             "round {round}: app{} -> app{}: bank-visible pause (slowest request) {} µs",
@@ -600,6 +622,13 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
             banks.slowest.swap(0, Ordering::SeqCst)
         );
     }
+
+    // The idle session, moved twice more, still works.
+    let last = request(9999, 2);
+    let mut frame = (last.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&last);
+    std::io::Write::write_all(&mut half, &frame).unwrap();
+    half_answer(&mut half, &last);
 
     deltas(&lab, &before);
     let total = banks.finish().await;
@@ -624,14 +653,9 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
         assert_eq!(s.sessions_closed(BANK, SessionDownReason::IoError), 0);
     }
     // app1 handed over twice and adopted once; app2 the other way round.
-    assert_eq!(
-        (apps[0].stats.handed_over(), apps[0].stats.adopted()),
-        (2 * SESSIONS as u64, SESSIONS as u64)
-    );
-    assert_eq!(
-        (apps[1].stats.handed_over(), apps[1].stats.adopted()),
-        (SESSIONS as u64, 2 * SESSIONS as u64)
-    );
+    let n = n as u64;
+    assert_eq!((apps[0].stats.handed_over(), apps[0].stats.adopted()), (2 * n, n));
+    assert_eq!((apps[1].stats.handed_over(), apps[1].stats.adopted()), (n, 2 * n));
     assert!(apps[1].stats.render().contains("pups_handover_op_duration_seconds_bucket"));
     drop(mups);
 }
@@ -708,4 +732,41 @@ fn tools_are_installed() {
         let ok = Command::new("sh").args(["-c", &format!("command -v {tool}")]).status().unwrap().success();
         assert!(ok, "{tool} is needed by these tests (scripts/test installs it)");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_pups_with_frozen_sessions_sends_the_banks_nothing() {
+    init_logs();
+    let lab = Lab::new();
+    let state = tempfile::tempdir().unwrap();
+    let app = Appliance::start(&lab.apps[0], config(0, state.path()));
+    let mut mups = TestMups::attach(&app.link).await;
+    mups.ask(HandoverOp::Serve, 0, HandoverOp::Serving).await;
+    let before: Vec<_> = lab.all().iter().map(|ns| ns.counters()).collect();
+    let banks: Vec<std::net::TcpStream> = lab.bank.run(|| {
+        (0..5).map(|_| std::net::TcpStream::connect(SocketAddr::from((VIP, PORT))).unwrap()).collect()
+    });
+    for _ in 0..banks.len() {
+        assert!(matches!(mups.event().await, FoMessage::SessionUp(_)));
+    }
+    mups.ask(HandoverOp::Quiesce, 0, HandoverOp::Quiesced).await;
+    mups.request(HandoverOp::Checkpoint, 0, Bytes::new()).await;
+    loop {
+        let h = tokio::time::timeout(PATIENCE, mups.handover_rx.recv()).await.unwrap().unwrap();
+        if h.op == HandoverOp::Checkpointed {
+            assert_eq!(h.count, 5, "{h:?}");
+            break;
+        }
+    }
+    // The switchover never finishes: pups stops with the sessions frozen.
+    drop(mups);
+    drop(app);
+    for (i, bank) in banks.iter().enumerate() {
+        bank.set_nonblocking(true).unwrap();
+        match std::io::Read::read(&mut &*bank, &mut [0; 16]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("bank session {i}: expected nothing at all, got {other:?}"),
+        }
+    }
+    deltas(&lab, &before);
 }
