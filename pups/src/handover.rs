@@ -311,7 +311,16 @@ impl Worker {
         // Repair mode still receives: lock each 4-tuple before entering it.
         let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
         if let Err(e) = self.netlock.lock_sessions(&tuples).await {
-            self.thaw_all().await;
+            // Not in repair mode yet: their tasks just start again.
+            for f in std::mem::take(&mut self.frozen) {
+                self.unfreeze(f);
+            }
+            if let Err(e) = self.netlock.unlock_all().await {
+                error!(error = %e, "cannot lift the bank port lock after a failed checkpoint");
+            } else {
+                self.ports_locked = false;
+            }
+            self.hub.set_held(false, &self.hub.sessions());
             return Err(e.into());
         }
         let mut snapshots = Vec::with_capacity(self.frozen.len());

@@ -391,8 +391,9 @@ async fn run(
             .in_current_span(),
     );
     let mut reader = Reader::new(hub.clone(), session.clone(), rd, cmds, start.partial);
-    let (reason, detail) = match reader.run().await {
-        Stop::Closed(reason, detail) => (reason, detail),
+    // Whether the writer task has already been awaited to its end.
+    let (reason, detail, writer_done) = match reader.run().await {
+        Stop::Closed(reason, detail) => (reason, detail, false),
         Stop::Freeze => {
             session.freezing.store(true, Ordering::SeqCst);
             session.close_outbound();
@@ -425,13 +426,14 @@ async fn run(
                 }
                 Ok(WriterEnd::Done) | Err(_) => {
                     session.freezing.store(false, Ordering::SeqCst);
-                    (SessionDownReason::IoError, "writing to the bank failed while freezing".to_owned())
+                    let detail = "writing to the bank failed while freezing".to_owned();
+                    (SessionDownReason::IoError, detail, true)
                 }
             }
         }
     };
     session.close_outbound();
-    if tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
+    if !writer_done && tokio::time::timeout(WRITER_GRACE, &mut writer).await.is_err() {
         warn!("bank did not take the last messages in time; closing anyway");
         writer.abort();
     }
