@@ -33,6 +33,9 @@ use crate::sys::{self, Buffers, Restored};
 /// (`Quiesce`, and the same step at the start of `Checkpoint`).
 const QUIESCE_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest wait, at a checkpoint, for the banks to acknowledge bytes in flight.
+const ACK_WAIT: Duration = Duration::from_millis(200);
+
 /// Room kept in a `HANDOVER` frame for everything but the snapshot batch.
 const FRAME_MARGIN: usize = 4096;
 
@@ -286,31 +289,21 @@ impl Worker {
             return Err(HandoverError::State("sessions are frozen already: Thaw or CloseFrozen first"));
         }
         self.quiesce().await?;
-        // New connections wait (their SYNs are dropped and retried) until the
-        // bank ports open again here (Thaw) or on the twin (Serve).
-        self.lock_ports().await?;
         let mut refused = Vec::new();
         let sessions = self.live_sessions();
-        let mut waits = Vec::with_capacity(sessions.len());
-        for s in &sessions {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            s.command(SessionCmd::Freeze(tx));
-            waits.push((s.clone(), rx));
-        }
-        let deadline = tokio::time::Instant::now() + FREEZE_GRACE * 2 + Duration::from_secs(1);
-        for (s, rx) in waits {
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(frozen)) => {
-                    let tuple = SessionTuple { local: s.local, peer: s.peer };
-                    self.frozen.push(FrozenSession { session: s, frozen, tuple });
-                }
-                Ok(Err(_)) => refused.push(format!("session {}: ended during the checkpoint", s.id)),
-                Err(_) => refused.push(format!("session {}: its tasks did not stop in time", s.id)),
-            }
-        }
-        // Repair mode still receives: lock each 4-tuple before entering it.
+        self.freeze(sessions, &mut refused).await;
+        // The bank's ACKs must not be dropped while bytes are in flight (see
+        // `sys::unacked`): the lock comes once the bank has acknowledged them.
+        self.wait_for_acks().await;
+        // New connections wait (their SYNs are dropped and retried) until the
+        // bank ports open again here (Thaw) or on the twin (Serve); repair mode
+        // still receives, so each 4-tuple is locked before entering it.
         let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
-        if let Err(e) = self.netlock.lock_sessions(&tuples).await {
+        let locked = match self.lock_ports().await {
+            Ok(()) => self.netlock.lock_sessions(&tuples).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = locked {
             // Not in repair mode yet: their tasks just start again.
             for f in std::mem::take(&mut self.frozen) {
                 self.unfreeze(f);
@@ -322,6 +315,18 @@ impl Worker {
             }
             self.hub.set_held(false, &self.hub.sessions());
             return Err(e.into());
+        }
+        // Connections accepted before the port lock went in go too (held since
+        // birth, so quiet).
+        let late = self.live_sessions();
+        if !late.is_empty() {
+            let before = self.frozen.len();
+            self.freeze(late, &mut refused).await;
+            let tuples: Vec<_> = self.frozen[before..].iter().map(|f| f.tuple).collect();
+            if let Err(e) = self.netlock.lock_sessions(&tuples).await {
+                // The port lock covers them already.
+                warn!(error = %e, "cannot lock the 4-tuples of late sessions");
+            }
         }
         let mut snapshots = Vec::with_capacity(self.frozen.len());
         let mut kept = Vec::with_capacity(self.frozen.len());
@@ -373,6 +378,48 @@ impl Worker {
         );
         answers.push(answer(HandoverOp::Checkpointed, self.frozen.len() as u32, &detail));
         Ok(answers)
+    }
+
+    /// Stops the tasks of `sessions` (their writers first write what `mups` sent);
+    /// those that do not stop are listed in `refused`.
+    async fn freeze(&mut self, sessions: Vec<Arc<Session>>, refused: &mut Vec<String>) {
+        let mut waits = Vec::with_capacity(sessions.len());
+        for s in sessions {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            s.command(SessionCmd::Freeze(tx));
+            waits.push((s, rx));
+        }
+        let deadline = tokio::time::Instant::now() + FREEZE_GRACE * 2 + Duration::from_secs(1);
+        for (s, rx) in waits {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(frozen)) => {
+                    let tuple = SessionTuple { local: s.local, peer: s.peer };
+                    self.frozen.push(FrozenSession { session: s, frozen, tuple });
+                }
+                Ok(Err(_)) => refused.push(format!("session {}: ended during the checkpoint", s.id)),
+                Err(_) => refused.push(format!("session {}: its tasks did not stop in time", s.id)),
+            }
+        }
+    }
+
+    /// Waits (at most [`ACK_WAIT`]) until no frozen socket has bytes in flight.
+    async fn wait_for_acks(&self) {
+        let deadline = tokio::time::Instant::now() + ACK_WAIT;
+        loop {
+            let in_flight: usize =
+                self.frozen.iter().map(|f| sys::unacked(&f.frozen.stream).unwrap_or(0)).sum();
+            if in_flight == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                warn!(
+                    bytes = in_flight,
+                    "bytes still in flight at the checkpoint: the twin sends them again"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Checkpoints one frozen session; on failure it is out of repair mode again.
@@ -566,16 +613,13 @@ impl Worker {
         let mut served = 0u32;
         for a in std::mem::take(&mut self.adoptees) {
             let id = a.state.session_id;
-            let stream = a.restored.resume().and_then(|s| {
-                s.set_nonblocking(true)
-                    .map_err(|source| sys::RestoreError::Sys { step: "O_NONBLOCK", source })?;
-                Ok(s)
-            });
-            let adopted = match stream {
-                Ok(std) => match tokio::net::TcpStream::from_std(std) {
+            // What the new socket does not take at once, its writer writes next.
+            let adopted = match a.restored.resume_nonblocking() {
+                Ok((std, rest)) => match register(std) {
                     Ok(stream) => {
                         self.hub.reserve_forced(a.bank);
-                        session::adopt(self.hub.clone(), a.bank, stream, &a.state).map_err(|e| {
+                        let rest = Bytes::from(rest);
+                        session::adopt(self.hub.clone(), a.bank, stream, &a.state, rest).map_err(|e| {
                             self.hub.release(a.bank);
                             e.to_string()
                         })
@@ -593,6 +637,26 @@ impl Worker {
         self.hub.set_held(false, &self.hub.sessions());
         info!(sessions = served, "serving: bank ports unlocked");
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])
+    }
+}
+
+/// Hands a resumed socket to the runtime. Should that fail, the socket is closed
+/// in repair mode: `from_std` would otherwise drop it with a plain close.
+fn register(std: std::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    // A second fd on the same socket, to close it silently if registering fails.
+    let spare = match std.try_clone() {
+        Ok(spare) => spare,
+        Err(e) => {
+            let _ = sys::close_silently(std);
+            return Err(e);
+        }
+    };
+    match tokio::net::TcpStream::from_std(std) {
+        Ok(stream) => Ok(stream),
+        Err(e) => {
+            let _ = sys::close_silently(spare);
+            Err(e)
+        }
     }
 }
 

@@ -290,20 +290,21 @@ pub(crate) fn spawn(hub: Arc<Hub>, bank: usize, stream: TcpStream, peer: SocketA
 
 /// Starts a session restored from the twin appliance's snapshot, under the id it
 /// had there (a slot of the bank's `max_sessions` already taken). `partial` goes
-/// back into the reader's buffer; replies are framed with the restored headers.
+/// back into the reader's buffer; replies are framed with the restored headers;
+/// `unwritten` (what the restored socket did not take yet) is written first.
 /// Its `SESSION_UP` is sent as for a new connection.
 pub(crate) fn adopt(
     hub: Arc<Hub>,
     bank: usize,
     stream: TcpStream,
     state: &proto::snapshot::SessionState,
+    unwritten: Bytes,
 ) -> std::io::Result<()> {
     let peer = stream.peer_addr()?;
     let local = stream.local_addr()?;
     let last = ReplyHeaders { tpdu: state.last_tpdu, header: state.last_header.clone().map(Bytes::from) };
     let (session, cmd_rx) = new_session(&hub, bank, state.session_id, peer, local, last);
-    let start =
-        Start { partial: BytesMut::from(&state.partial_frame[..]), unwritten: Bytes::new(), announce: true };
+    let start = Start { partial: BytesMut::from(&state.partial_frame[..]), unwritten, announce: true };
     start_tasks(hub, session, stream, cmd_rx, start);
     Ok(())
 }

@@ -293,6 +293,19 @@ impl TestMups {
             .expect("control channel open")
     }
 
+    /// Sends a message to a bank session (`DATA` `ToBank`).
+    async fn send_to_bank(&self, session_id: u64, message: Vec<u8>) {
+        let data = Data {
+            bank_id: BANK.into(),
+            session_id,
+            direction: Direction::ToBank,
+            correlation_id: 0,
+            flags: DataFlags::empty(),
+            message: Bytes::from(message),
+        };
+        send(&self.data, FoMessage::Data(data)).await;
+    }
+
     /// Sends a `HANDOVER` request on the data channel.
     async fn request(&self, op: HandoverOp, count: u32, payload: Bytes) {
         let h = Handover { switch_id: 7, op, count, detail: String::new(), payload };
@@ -768,5 +781,119 @@ async fn stopping_pups_with_frozen_sessions_sends_the_banks_nothing() {
             other => panic!("bank session {i}: expected nothing at all, got {other:?}"),
         }
     }
+    deltas(&lab, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_bank_has_not_read_follows_it_to_the_twin() {
+    not_reading(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_bank_has_not_read_is_written_after_a_thaw() {
+    not_reading(false).await;
+}
+
+/// A bank that does not read while `mups` sends it more than the kernel takes:
+/// part of it is still with the session's writer at the checkpoint. It moves with
+/// the snapshot (`twin`) or is written after the thaw.
+async fn not_reading(twin: bool) {
+    init_logs();
+    let lab = Lab::new();
+    let state = tempfile::tempdir().unwrap();
+    let apps = [
+        Appliance::start(&lab.apps[0], config(0, state.path())),
+        Appliance::start(&lab.apps[1], config(1, state.path())),
+    ];
+    let mut mups = [TestMups::attach(&apps[0].link).await, TestMups::attach(&apps[1].link).await];
+    mups[0].ask(HandoverOp::Serve, 0, HandoverOp::Serving).await;
+    let before: Vec<_> = lab.all().iter().map(|ns| ns.counters()).collect();
+    // A bank with a small receive window that does not read for now.
+    let bank = lab.bank.run(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&SocketAddr::from((VIP, PORT)).into()).unwrap();
+        std::net::TcpStream::from(s)
+    });
+    let id = match mups[0].event().await {
+        FoMessage::SessionUp(u) => u.session_id,
+        other => panic!("expected SESSION_UP, got {other:?}"),
+    };
+    // More than the kernel takes while the bank does not read: part of it is
+    // still with the session's writer when the checkpoint comes.
+    let messages: Vec<Vec<u8>> = (0..200u8)
+        .map(|i| {
+            let mut m = format!("0210{i:04}").into_bytes();
+            m.extend((0..3_000u32).map(|k| (k.wrapping_mul(31) as u8) ^ i));
+            m
+        })
+        .collect();
+    for m in &messages {
+        mups[0].send_to_bank(id, m.clone()).await;
+    }
+    mups[1].ask(HandoverOp::Lock, 0, HandoverOp::Locked).await;
+    mups[0].ask(HandoverOp::Quiesce, 0, HandoverOp::Quiesced).await;
+    mups[0].request(HandoverOp::Checkpoint, 0, Bytes::new()).await;
+    let mut batches = Vec::new();
+    let checkpointed = loop {
+        let h = tokio::time::timeout(PATIENCE, mups[0].handover_rx.recv()).await.unwrap().unwrap();
+        match h.op {
+            HandoverOp::Snapshots => batches.push(h),
+            HandoverOp::Checkpointed => break h,
+            _ => panic!("unexpected answer to Checkpoint: {h:?}"),
+        }
+    };
+    assert_eq!(checkpointed.count, 1, "{checkpointed:?}");
+    let bytes: usize = batches.iter().map(|b| b.payload.len()).sum();
+    println!("non-reading bank: snapshot of {bytes} bytes");
+    if twin {
+        for b in &batches {
+            mups[1].request(HandoverOp::Restore, b.count, b.payload.clone()).await;
+        }
+        let restored = mups[1].ask(HandoverOp::RestoreEnd, 1, HandoverOp::Restored).await;
+        assert_eq!((restored.count, restored.detail.as_str()), (1, ""));
+        lab.move_vip(0, 1);
+        mups[0].ask(HandoverOp::CloseFrozen, 0, HandoverOp::Closed).await;
+        let serving = mups[1].ask(HandoverOp::Serve, 0, HandoverOp::Serving).await;
+        assert_eq!((serving.count, serving.detail.as_str()), (1, ""));
+    } else {
+        let thawed = mups[0].ask(HandoverOp::Thaw, 0, HandoverOp::Thawed).await;
+        assert_eq!((thawed.count, thawed.detail.as_str()), (1, ""));
+    }
+
+    // Now the bank reads: every message once, in order, then talks on.
+    bank.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut reader = &bank;
+    for (i, m) in messages.iter().enumerate() {
+        let mut len = [0; 2];
+        std::io::Read::read_exact(&mut reader, &mut len).unwrap_or_else(|e| panic!("message {i}: {e}"));
+        let mut got = vec![0; u16::from_be_bytes(len) as usize];
+        if let Err(e) = std::io::Read::read_exact(&mut reader, &mut got) {
+            for (ns, before) in lab.all().iter().zip(&before) {
+                println!(
+                    "{}:\n{}",
+                    ns.name,
+                    sh(&["ip", "netns", "exec", &ns.name, "ss", "-tinoe", "state", "all"])
+                );
+                let after = ns.counters();
+                let mut changed: Vec<_> = after
+                    .iter()
+                    .filter(|(k, v)| before.get(*k) != Some(v) && k.starts_with("Tcp"))
+                    .map(|(k, v)| format!("{k} +{}", v - before.get(k).copied().unwrap_or(0)))
+                    .collect();
+                changed.sort();
+                println!("{}", changed.join(", "));
+            }
+            panic!("message {i} body: {e}");
+        }
+        assert!(got == *m, "message {i} arrives whole and in order");
+    }
+    let req = request(1, 1);
+    let mut frame = (req.len() as u16).to_be_bytes().to_vec();
+    frame.extend_from_slice(&req);
+    std::io::Write::write_all(&mut &bank, &frame).unwrap();
+    let mut got = vec![0; frame.len()];
+    std::io::Read::read_exact(&mut reader, &mut got).unwrap();
+    assert_eq!(&got[6..], &req[4..], "mups answers");
     deltas(&lab, &before);
 }

@@ -198,6 +198,21 @@ fn read_options(fd: BorrowedFd<'_>, v6: bool, buffers: Buffers) -> Result<Socket
     })
 }
 
+/// Bytes sent on the socket and not yet acknowledged by the peer (`SIOCOUTQ`
+/// minus `SIOCOUTQNSD`).
+///
+/// A checkpoint should be taken with this at zero: once the network lock drops
+/// the peer's ACKs, bytes it received and acknowledged still count as unacked
+/// here, and the restored socket, which sends them again from `snd_una` within
+/// its first flight, would see the peer acknowledge data it has not sent yet
+/// (the kernel ignores such ACKs) whenever that gap exceeds the first flight.
+pub fn unacked(sock: &impl AsFd) -> io::Result<usize> {
+    let fd = sock.as_fd();
+    let outq = ioctl_int(fd, SIOCOUTQ)?;
+    let unsent = ioctl_int(fd, SIOCOUTQNSD)?;
+    Ok(outq.saturating_sub(unsent).max(0) as usize)
+}
+
 /// Closes a socket without a FIN or RST reaching the peer: in repair mode the
 /// kernel just drops the connection (the peer's side stays ESTABLISHED, to be
 /// taken over by the restored socket). Locally `TcpEstabResets` goes up by one;
@@ -267,6 +282,47 @@ impl Restored {
             }
         }
     }
+}
+
+impl Restored {
+    /// [`resume`](Self::resume) without blocking: sends what the socket takes now
+    /// and hands back the rest, to be written as the bank reads. Restoring many
+    /// sessions, one bank not reading (or a send queue larger than the new
+    /// socket's buffer) must not hold up the others. The socket is returned in
+    /// non-blocking mode.
+    pub fn resume_nonblocking(mut self) -> Result<(TcpStream, Vec<u8>), RestoreError> {
+        let Some(stream) = self.stream.take() else { unreachable!("a Restored always holds its stream") };
+        match resend_some(&stream, &self.pending) {
+            Ok(sent) => {
+                let rest = self.pending.split_off(sent);
+                Ok((stream, rest))
+            }
+            Err(e) => {
+                // As in `resume`: never a FIN from a half-done restore.
+                let _ = close_silently(stream);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn resend_some(stream: &TcpStream, pending: &[u8]) -> Result<usize, RestoreError> {
+    stream.set_nonblocking(true).map_err(rsys("O_NONBLOCK"))?;
+    if pending.is_empty() {
+        resend(stream, pending)?;
+        return Ok(0);
+    }
+    let fd = stream.as_fd();
+    let mut sent = 0;
+    while sent < pending.len() {
+        match send(fd, &pending[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(source) => return Err(RestoreError::Resend { sent, source }),
+        }
+    }
+    Ok(sent)
 }
 
 fn resend(stream: &TcpStream, pending: &[u8]) -> Result<(), RestoreError> {
