@@ -81,6 +81,11 @@ pub(crate) enum HandoverError {
     /// What was read could not reach `mups`.
     #[error("{0} session(s) still have messages for mups after {QUIESCE_WAIT:?} (is mups reading?)")]
     NotQuiet(usize),
+    /// `Lock` on an appliance that serves bank sessions.
+    #[error(
+        "this appliance serves {0} bank session(s): not locking their ports (CloseFrozen fences after a switchover)"
+    )]
+    Serving(usize),
     /// The op does not fit what this appliance holds.
     #[error("{0}")]
     State(&'static str),
@@ -249,12 +254,10 @@ impl Worker {
             warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
             self.adoptees.clear();
         }
-        let live = self.hub.sessions().len().saturating_sub(self.frozen.len());
+        // Locking would cut these banks off without a word: a standby has none.
+        let live = self.live_sessions().len();
         if live > 0 {
-            warn!(
-                sessions = live,
-                "Lock: this appliance still serves sessions; they are cut off from their banks"
-            );
+            return Err(HandoverError::Serving(live));
         }
         self.lock_ports().await?;
         Ok(vec![answer(HandoverOp::Locked, self.bank_ports.len() as u32, "")])

@@ -728,6 +728,11 @@ async fn an_aborted_switchover_thaws_the_sessions_in_place() {
         println!("abort round {round}: bank-visible pause {} µs", banks.slowest.swap(0, Ordering::SeqCst));
     }
 
+    // Locking the ports under live sessions would cut them off: refused.
+    let refused = mups.ask(HandoverOp::Lock, 0, HandoverOp::Failed).await;
+    assert!(refused.detail.contains("serves"), "{refused:?}");
+    banks.progress(5).await;
+
     deltas(&lab, &before);
     // mups still knows every session: nothing went down or came up again (checked
     // before the banks hang up, which does end their sessions).
