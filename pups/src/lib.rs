@@ -1,7 +1,7 @@
 //! `pups`, the edge proxy: owns the bank TCP sessions, frames their ISO 8583
-//! streams, and passes the messages to `mups` over the local link (and, later,
-//! checkpoints and restores the sockets for appliance switchover). Protocol logic
-//! lives in `proto`; this crate does the I/O.
+//! streams, and passes the messages to `mups` over the local link; at a planned
+//! appliance switchover it checkpoints the sockets for the twin, or restores the
+//! twin's. Protocol logic lives in `proto`; this crate does the I/O.
 //!
 //! The rule it serves: a bank never sees a disconnect and never loses a message.
 //! While `mups` is away, sessions stay open and are simply not read (the bank sees
