@@ -586,7 +586,9 @@ impl Worker {
                 failures.push(format!("session {id}: the id is in use here"));
                 continue;
             }
-            match sys::restore(&snap.tcp) {
+            // Bytes still in flight at the checkpoint (the ACK wait ran out) may
+            // have reached the bank: restored as sent, its ACK of them is accepted.
+            match sys::restore_with(&snap.tcp, sys::InFlight::AsSent) {
                 Ok(restored) => {
                     self.hub.adopt_id(id);
                     self.adoptees.push(Adoptee { bank, state: snap.app, restored });

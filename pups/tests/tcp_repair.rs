@@ -542,3 +542,94 @@ fn tools_are_installed() {
         assert!(ok, "{tool} is needed by these tests (scripts/test installs it)");
     }
 }
+
+/// Bytes that reached the bank while its ACKs were being dropped (a lock that
+/// went in with data in flight) still count as unacknowledged at the
+/// checkpoint, far beyond a restored socket's first flight. Restored as already
+/// sent (`InFlight::AsSent`), the bank's next ACK is accepted and the stream goes
+/// on; sent again as new data (`InFlight::Resend`) the new socket would ignore
+/// every ACK of the bank, acknowledging data it has not sent yet.
+#[test]
+fn bytes_the_bank_got_while_its_acks_were_dropped_do_not_wedge_the_twin() {
+    let lab = Lab::new();
+    let before: Vec<_> = lab.all().iter().map(|ns| ns.counters()).collect();
+    let listener = lab.app1.run(|| TcpListener::bind((VIP, PORT)).unwrap());
+    let bank = lab.bank.run(|| TcpStream::connect((VIP, PORT)).unwrap());
+    let (server, _) = listener.accept().unwrap();
+    let bank_port = bank.local_addr().unwrap().port();
+    let mss = SockRef::from(&server).tcp_mss().unwrap() as usize;
+
+    // Warm-up: the congestion window grows well past ten segments.
+    let warm = pattern(9, 0..4 << 20);
+    let burst = pattern(10, 0..2 << 20);
+    let tail = pattern(11, 0..5000);
+    // The bank reads whatever comes, until `expect` bytes are in.
+    let expect = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let reader = {
+        let (mut s, expect) = (bank.try_clone().unwrap(), expect.clone());
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let mut buf = vec![0; 64 * 1024];
+            while bytes.len() < expect.load(Ordering::SeqCst) {
+                match s.read(&mut buf) {
+                    Ok(0) => panic!("bank saw EOF after {} bytes", bytes.len()),
+                    Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    Err(e) => panic!("bank read failed after {} bytes: {e}", bytes.len()),
+                }
+            }
+            bytes
+        })
+    };
+    (&server).write_all(&warm).unwrap();
+    // From now on the bank's ACKs are lost on the way to the appliance.
+    let deaf = lab.app1.nft(
+        "deaf",
+        &format!(
+            "chain input {{ type filter hook input priority 0; \
+               ip saddr {BANK_IP} tcp sport {bank_port} tcp dport {PORT} drop; }}"
+        ),
+    );
+    let burst_len = write_nonblocking(&server, &burst);
+    // Let the burst reach the bank (the bank reads and acks; nothing comes back).
+    thread::sleep(Duration::from_millis(300));
+    let in_flight = sys::unacked(&server).unwrap();
+    assert!(in_flight > 10 * mss, "the gap ({in_flight} bytes) exceeds a first flight of 10 segments");
+
+    let app1_lock = lock(&lab.app1, bank_port);
+    let app2_lock = lock(&lab.app2, bank_port);
+    drop(deaf);
+    let tcp = sys::checkpoint(&server, Buffers::Autotuned).expect("checkpoint");
+    assert_eq!(tcp.send_unacked(), in_flight);
+    sys::close_silently(server).unwrap();
+    drop(listener);
+    lab.app1.ip(&["addr", "del", &format!("{VIP}/24"), "dev", "eth0"]);
+    let restored = lab.app2.run(|| sys::restore_with(&tcp, sys::InFlight::AsSent)).expect("restore");
+    assert_eq!(restored.pending(), tcp.send_queue.len() - in_flight, "only the unsent part is pending");
+    lab.app2.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"]);
+    lab.bank.ip(&["neigh", "replace", &VIP.to_string(), "lladdr", APP2_MAC, "dev", "br0"]);
+    drop(app1_lock);
+    drop(app2_lock);
+    let resumed = Instant::now();
+    let server = restored.resume().expect("resume");
+    (&server).write_all(&tail).unwrap();
+    let total = warm.len() + burst_len + tail.len();
+    expect.store(total, Ordering::SeqCst);
+    let bytes = reader.join().expect("the bank never saw an error or EOF");
+    println!(
+        "{in_flight} bytes in flight at the checkpoint ({} segments); the bank had all {total} bytes \
+         {:?} after resume",
+        in_flight / mss,
+        resumed.elapsed()
+    );
+    assert_eq!(bytes.len(), total);
+    assert!(bytes[..warm.len()] == warm[..], "warm-up");
+    assert!(bytes[warm.len()..warm.len() + burst_len] == burst[..burst_len], "burst once, in order");
+    assert!(bytes[warm.len() + burst_len..] == tail[..], "then the tail");
+    for (ns, before) in lab.all().iter().zip(&before) {
+        let after = ns.counters();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        assert_eq!(delta("TcpOutRsts"), 0, "{}: no RST sent", ns.name);
+        assert_eq!(delta("TcpExtPAWSEstab"), 0, "{}: no PAWS drop", ns.name);
+    }
+}

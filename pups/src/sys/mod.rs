@@ -25,7 +25,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use libc::IPPROTO_TCP;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use repair::{Buffers, Restored, checkpoint, close_silently, leave_repair, restore, unacked};
+pub use repair::{
+    Buffers, InFlight, Restored, checkpoint, close_silently, leave_repair, restore, restore_with, unacked,
+};
 
 /// Why a socket could not be checkpointed. The socket is out of repair mode
 /// again and can go on serving the bank.

@@ -255,6 +255,10 @@ pub fn leave_repair(sock: &impl AsFd) -> io::Result<()> {
 pub struct Restored {
     stream: Option<TcpStream>,
     pending: Vec<u8>,
+    /// Bytes were restored as in flight (`InFlight::AsSent`): a window probe
+    /// makes the bank acknowledge them at once, which a full congestion window
+    /// would otherwise wait a retransmission timeout for.
+    probe: bool,
 }
 
 impl Restored {
@@ -268,11 +272,12 @@ impl Restored {
     /// on the 4-tuple flows again (network lock removed): the bytes leave at
     /// once, instead of waiting for a retransmission timer.
     ///
-    /// With nothing to send, a window probe is sent instead, so the bank answers
-    /// with its current ACK and window (and TSval to echo) straight away.
+    /// With nothing to send (or bytes restored as in flight), a window probe is
+    /// sent first, so the bank answers with its current ACK and window (and TSval
+    /// to echo) straight away.
     pub fn resume(mut self) -> Result<TcpStream, RestoreError> {
         let Some(stream) = self.stream.take() else { unreachable!("a Restored always holds its stream") };
-        match resend(&stream, &self.pending) {
+        match resend(&stream, &self.pending, self.probe) {
             Ok(()) => Ok(stream),
             Err(e) => {
                 // A plain close would send FIN (or RST) to the bank: the session
@@ -292,7 +297,7 @@ impl Restored {
     /// non-blocking mode.
     pub fn resume_nonblocking(mut self) -> Result<(TcpStream, Vec<u8>), RestoreError> {
         let Some(stream) = self.stream.take() else { unreachable!("a Restored always holds its stream") };
-        match resend_some(&stream, &self.pending) {
+        match resend_some(&stream, &self.pending, self.probe) {
             Ok(sent) => {
                 let rest = self.pending.split_off(sent);
                 Ok((stream, rest))
@@ -306,13 +311,12 @@ impl Restored {
     }
 }
 
-fn resend_some(stream: &TcpStream, pending: &[u8]) -> Result<usize, RestoreError> {
+fn resend_some(stream: &TcpStream, pending: &[u8], probe: bool) -> Result<usize, RestoreError> {
     stream.set_nonblocking(true).map_err(rsys("O_NONBLOCK"))?;
-    if pending.is_empty() {
-        resend(stream, pending)?;
-        return Ok(0);
-    }
     let fd = stream.as_fd();
+    if pending.is_empty() || probe {
+        window_probe(fd)?;
+    }
     let mut sent = 0;
     while sent < pending.len() {
         match send(fd, &pending[sent..]) {
@@ -325,13 +329,18 @@ fn resend_some(stream: &TcpStream, pending: &[u8]) -> Result<usize, RestoreError
     Ok(sent)
 }
 
-fn resend(stream: &TcpStream, pending: &[u8]) -> Result<(), RestoreError> {
+fn window_probe(fd: BorrowedFd<'_>) -> Result<(), RestoreError> {
+    // Leaving repair with TCP_REPAIR_OFF sends the probe.
+    repair(fd, TCP_REPAIR_ON).map_err(rsys("TCP_REPAIR on (probe)"))?;
+    repair(fd, TCP_REPAIR_OFF).map_err(rsys("TCP_REPAIR off (probe)"))
+}
+
+fn resend(stream: &TcpStream, pending: &[u8], probe: bool) -> Result<(), RestoreError> {
     let fd = stream.as_fd();
-    if pending.is_empty() {
-        // Leaving repair with TCP_REPAIR_OFF sends the probe.
-        repair(fd, TCP_REPAIR_ON).map_err(rsys("TCP_REPAIR on (probe)"))?;
-        repair(fd, TCP_REPAIR_OFF).map_err(rsys("TCP_REPAIR off (probe)"))?;
-    } else {
+    if pending.is_empty() || probe {
+        window_probe(fd)?;
+    }
+    {
         // Blocking: the bytes fitted the old socket's buffer; the bank acks them
         // as usual if the new one is smaller.
         let mut rest = pending;
@@ -385,6 +394,30 @@ impl Drop for Restored {
 /// retransmit them on a fresh 1 s RTO (measured 1–4 s stalls). [`Restored::resume`]
 /// sends them as new data once the lock is gone; the peer drops what it had.
 pub fn restore(snap: &TcpSnapshot) -> Result<Restored, RestoreError> {
+    restore_with(snap, InFlight::Resend)
+}
+
+/// What [`restore_with`] does with the bytes that were in flight at the
+/// checkpoint (sent, not acknowledged: `TcpSnapshot::send_unacked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlight {
+    /// Sent again as new data, with the unsent rest, by
+    /// [`Restored::resume`] (what [`restore`] does): the bank gets them at once
+    /// if they never reached it. But if the bank did receive them and its ACKs
+    /// were dropped (the network lock), its next ACK may lie beyond the restored
+    /// socket's first flight; the kernel ignores an ACK of data it has not sent,
+    /// and the session stalls for good.
+    Resend,
+    /// Restored as already sent (CRIU's way), only the unsent rest left for
+    /// `resume`: the bank's ACK of them is always accepted; bytes it never got
+    /// are retransmitted by the kernel, after a retransmission timeout (about
+    /// 1 s, the restored socket has no RTT estimate). With nothing in flight it
+    /// is the same as `Resend`.
+    AsSent,
+}
+
+/// [`restore`], choosing what becomes of the bytes in flight.
+pub fn restore_with(snap: &TcpSnapshot, in_flight: InFlight) -> Result<Restored, RestoreError> {
     let sock = Socket::new(Domain::for_address(snap.local), Type::STREAM, Some(Protocol::TCP))
         .map_err(rsys("socket"))?;
     sock.set_reuse_address(true).map_err(rsys("SO_REUSEADDR"))?;
@@ -448,7 +481,26 @@ pub fn restore(snap: &TcpSnapshot) -> Result<Restored, RestoreError> {
 
     if !snap.recv_queue.is_empty() {
         queue(fd, TCP_RECV_QUEUE).map_err(rsys("TCP_REPAIR_QUEUE recv"))?;
-        fill_recv_queue(fd, &snap.recv_queue)?;
+        fill_queue(fd, &snap.recv_queue, "receive queue data")?;
+        queue(fd, TCP_NO_QUEUE).map_err(rsys("TCP_REPAIR_QUEUE none"))?;
+    }
+
+    let sent = match in_flight {
+        InFlight::Resend => 0,
+        InFlight::AsSent => snap.send_unacked(),
+    };
+    if sent > 0 {
+        // In repair mode a write waits for buffer space that nothing would free
+        // (nothing is acknowledged): make room for all of it first.
+        let have = get_int(fd, SOL_SOCKET, libc::SO_SNDBUF).map_err(rsys("SO_SNDBUF"))?;
+        let need = c_int::try_from(sent + QUEUE_CHUNK).unwrap_or(c_int::MAX);
+        if have / 2 < need {
+            set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, need).map_err(rsys("SO_SNDBUFFORCE"))?;
+        }
+        // With the send queue selected, the kernel marks what is written as sent
+        // (from `snd_una`, set above) without transmitting it.
+        queue(fd, TCP_SEND_QUEUE).map_err(rsys("TCP_REPAIR_QUEUE send"))?;
+        fill_queue(fd, &snap.send_queue[..sent], "send queue data")?;
         queue(fd, TCP_NO_QUEUE).map_err(rsys("TCP_REPAIR_QUEUE none"))?;
     }
 
@@ -464,7 +516,7 @@ pub fn restore(snap: &TcpSnapshot) -> Result<Restored, RestoreError> {
 
     apply_options(fd, o, v6)?;
     repair(fd, TCP_REPAIR_OFF_NO_WP).map_err(rsys("TCP_REPAIR off"))?;
-    Ok(Restored { stream: Some(sock.into()), pending: snap.send_queue.clone() })
+    Ok(Restored { stream: Some(sock.into()), pending: snap.send_queue[sent..].to_vec(), probe: sent > 0 })
 }
 
 /// The largest `TCP_MAXSEG` the kernel accepts (`MAX_TCP_WINDOW`).
@@ -475,7 +527,7 @@ pub(crate) const MAX_USER_MSS: u16 = 32767;
 const QUEUE_CHUNK: usize = 64 * 1024;
 const MIN_QUEUE_CHUNK: usize = 512;
 
-fn fill_recv_queue(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), RestoreError> {
+fn fill_queue(fd: BorrowedFd<'_>, mut data: &[u8], step: &'static str) -> Result<(), RestoreError> {
     let mut chunk = QUEUE_CHUNK;
     while !data.is_empty() {
         let n = chunk.min(data.len());
@@ -483,7 +535,7 @@ fn fill_recv_queue(fd: BorrowedFd<'_>, mut data: &[u8]) -> Result<(), RestoreErr
             Ok(sent) => data = &data[sent..],
             Err(e) if e.raw_os_error() == Some(libc::ENOMEM) && chunk > MIN_QUEUE_CHUNK => chunk /= 2,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(source) => return Err(RestoreError::Sys { step: "receive queue data", source }),
+            Err(source) => return Err(RestoreError::Sys { step, source }),
         }
     }
     Ok(())
