@@ -8,7 +8,9 @@
 //!   leaving the socket in repair mode; then [`close_silently`] (or
 //!   [`leave_repair`] to keep serving it here).
 //! - [`restore`]: a snapshot → a socket in this network namespace
-//!   ([`Restored`]), then [`Restored::resume`] once the network lock is lifted.
+//!   ([`Restored`]), then [`Restored::resume`] once the network lock is lifted;
+//!   [`restore_with`] restores bytes in flight as sent instead ([`InFlight`]).
+//! - [`unacked`]: bytes in flight, to take the checkpoint when there are none.
 //!
 //! Background, the measured restore order and the pitfalls it avoids:
 //! `shared/notes/tcp-repair.md`. The kernel floor is 4.18
