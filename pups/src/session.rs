@@ -366,6 +366,13 @@ fn start_tasks(
 ) {
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
     *lock(&session.outbound) = Some(out_tx);
+    if start.announce {
+        // Now, not in the task: a caller that answers mups next (Serving) has
+        // queued the SESSION_UP before its answer.
+        hub.metrics.session_opened(session.bank_id());
+        info!(parent: &session.span, local = %session.local, "session opened");
+        hub.session_up(&session);
+    }
     let span = session.span.clone();
     tokio::spawn(run(hub, session, stream, cmd_rx, out_rx, start).instrument(span));
 }
@@ -379,11 +386,7 @@ async fn run(
     start: Start,
 ) {
     let (rd, wr) = stream.into_split();
-    if start.announce {
-        hub.metrics.session_opened(session.bank_id());
-        info!(local = %session.local, "session opened");
-        hub.session_up(&session);
-    } else {
+    if !start.announce {
         info!("session thawed: serving it here again");
     }
     let stop_writer = CancellationToken::new();
