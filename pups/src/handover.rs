@@ -33,28 +33,24 @@ use crate::sys::{self, Buffers, Restored};
 /// (`Quiesce`, and the same step at the start of `Checkpoint`).
 const QUIESCE_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest wait for the data channel to hand on what it holds before a request
+/// from the control channel.
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
 /// Longest wait, at a checkpoint, for the banks to acknowledge bytes in flight.
 const ACK_WAIT: Duration = Duration::from_millis(200);
 
 /// Room kept in a `HANDOVER` frame for everything but the snapshot batch.
 const FRAME_MARGIN: usize = 4096;
 
-/// Where the answer to a request goes.
-#[derive(Debug)]
-pub(crate) enum ReplyTo {
-    /// The control channel's queue of the link that asked.
-    Control(mpsc::UnboundedSender<FoMessage>),
-    /// The data channel, after the `DATA` queued before it.
-    Data,
-}
-
 /// A `HANDOVER` request from `mups`.
 #[derive(Debug)]
 pub(crate) struct Request {
     /// The request.
     pub(crate) handover: Handover,
-    /// Where to answer.
-    pub(crate) reply: ReplyTo,
+    /// For a request that came on the control channel: fires once the data
+    /// channel has handed on every `DATA` already received (see `local_link`).
+    pub(crate) barrier: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 /// Whether `op` is one `mups` sends (the others are `pups`'s answers).
@@ -81,11 +77,6 @@ pub(crate) enum HandoverError {
     /// What was read could not reach `mups`.
     #[error("{0} session(s) still have messages for mups after {QUIESCE_WAIT:?} (is mups reading?)")]
     NotQuiet(usize),
-    /// `Lock` on an appliance that serves bank sessions.
-    #[error(
-        "this appliance serves {0} bank session(s): not locking their ports (CloseFrozen fences after a switchover)"
-    )]
-    Serving(usize),
     /// The op does not fit what this appliance holds.
     #[error("{0}")]
     State(&'static str),
@@ -204,8 +195,12 @@ impl Worker {
     }
 
     async fn handle(&mut self, request: Request) {
-        let Request { handover, reply } = request;
+        let Request { handover, barrier } = request;
         let (op, switch_id) = (handover.op, handover.switch_id);
+        if let Some(barrier) = barrier {
+            // The data channel is gone, or stuck: carry on; answers need a link anyway.
+            let _ = tokio::time::timeout(BARRIER_WAIT, barrier).await;
+        }
         info!(switch_id, op = ?op, count = handover.count, "HANDOVER from mups");
         let started = Instant::now();
         let result = match op {
@@ -237,14 +232,11 @@ impl Worker {
                 vec![answer(HandoverOp::Failed, 0, &e.to_string())]
             }
         };
+        // On the data channel, whichever channel asked: an answer follows every
+        // DATA written before it (Quiesced: all that the sessions read).
         for (op, count, detail, payload) in answers {
             let message = FoMessage::Handover(Handover { switch_id, op, count, detail, payload });
-            match &reply {
-                ReplyTo::Control(tx) => {
-                    let _ = tx.send(message);
-                }
-                ReplyTo::Data => self.hub.send_data_channel(message),
-            }
+            self.hub.send_data_channel(message);
         }
     }
 
@@ -254,10 +246,11 @@ impl Worker {
             warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
             self.adoptees.clear();
         }
-        // Locking would cut these banks off without a word: a standby has none.
+        // A demoted active fences this way (mups, on losing the VIP outside a
+        // switchover): its sessions stay open, unreachable, until Serve.
         let live = self.live_sessions().len();
         if live > 0 {
-            return Err(HandoverError::Serving(live));
+            warn!(sessions = live, "Lock: bank sessions here are cut off from their banks until Serve");
         }
         self.lock_ports().await?;
         Ok(vec![answer(HandoverOp::Locked, self.bank_ports.len() as u32, "")])

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use proto::fo_link::{
     self, Data, DataFlags, Direction, FoLinkDecoder, FoLinkError, FoMessage, Hello, LinkChannel, PeerRole,
     SessionDownReason,
@@ -30,7 +30,7 @@ use proto::fo_link::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::codec::{Decoder, Encoder, FramedRead};
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::error::PupsError;
-use crate::handover::{ReplyTo, Request};
+use crate::handover::Request;
 use crate::hub::Hub;
 use crate::metrics::LinkDrop;
 use crate::session::{SessionCmd, ToBankError, lock};
@@ -330,12 +330,13 @@ fn attach(
         control_writer(control_rx, control.writer, writer_cancel.clone(), lost.clone())
             .instrument(span.clone()),
     );
+    let (barrier_tx, barrier_rx) = mpsc::unbounded_channel();
     tasks.spawn(
-        control_reader(hub.clone(), control.reader, control_tx, cancel.clone(), lost.clone())
+        control_reader(hub.clone(), control.reader, control_tx, barrier_tx, cancel.clone(), lost.clone())
             .instrument(span.clone()),
     );
     tasks.spawn(data_writer(hub.clone(), data.writer, cancel.clone(), lost.clone()).instrument(span.clone()));
-    tasks.spawn(data_reader(hub.clone(), data.reader, cancel.clone(), lost).instrument(span));
+    tasks.spawn(data_reader(hub.clone(), data.reader, barrier_rx, cancel.clone(), lost).instrument(span));
     Attached { epoch, mups: control.name, cancel, writer_cancel, tasks }
 }
 
@@ -403,6 +404,7 @@ async fn control_reader(
     hub: Arc<Hub>,
     mut reader: FramedRead<OwnedReadHalf, LinkCodec>,
     tx: mpsc::UnboundedSender<FoMessage>,
+    barrier: mpsc::UnboundedSender<oneshot::Sender<()>>,
     cancel: CancellationToken,
     lost: Lost,
 ) {
@@ -465,7 +467,12 @@ async fn control_reader(
                 }
             },
             FoMessage::Handover(h) if crate::handover::is_request(h.op) => {
-                hub.handover(Request { handover: h, reply: ReplyTo::Control(tx.clone()) });
+                // mups wrote the DATA it sent before this request to the data
+                // channel first: they are in that socket now, and go to their
+                // sessions before the request is carried out.
+                let (ack, done) = oneshot::channel();
+                let _ = barrier.send(ack);
+                hub.handover(Request { handover: h, barrier: Some(done) });
             }
             other => {
                 if let Err(why) = unexpected(&hub, &other, "control") {
@@ -504,6 +511,7 @@ fn unexpected(hub: &Hub, message: &FoMessage, channel: &str) -> Result<(), Strin
 async fn data_reader(
     hub: Arc<Hub>,
     mut reader: FramedRead<OwnedReadHalf, LinkCodec>,
+    mut barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     cancel: CancellationToken,
     lost: Lost,
 ) {
@@ -511,23 +519,39 @@ async fn data_reader(
         let frame = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
+            Some(ack) = barriers.recv() => {
+                // Everything already in the socket, without waiting for more.
+                while let Some(frame) = reader.next().now_or_never() {
+                    if let Err(why) = data_frame(&hub, frame) {
+                        return lost.report(why);
+                    }
+                }
+                let _ = ack.send(());
+                continue;
+            }
             frame = reader.next() => frame,
         };
-        match frame {
-            Some(Ok(FoMessage::Data(data))) if data.direction == Direction::ToBank => to_bank(&hub, data),
-            // In the stream's order: every DATA before it has reached its session's writer.
-            Some(Ok(FoMessage::Handover(h))) if crate::handover::is_request(h.op) => {
-                hub.handover(Request { handover: h, reply: ReplyTo::Data });
-            }
-            Some(Ok(other)) => {
-                if let Err(why) = unexpected(&hub, &other, "data") {
-                    return lost.report(why);
-                }
-            }
-            Some(Err(e)) => return lost.report(format!("data channel: {e}")),
-            None => return lost.report("data channel closed by mups"),
+        if let Err(why) = data_frame(&hub, frame) {
+            return lost.report(why);
         }
     }
+}
+
+/// Handles one frame of the data channel; `Err` ends the link.
+fn data_frame(hub: &Hub, frame: Option<Result<FoMessage, LinkCodecError>>) -> Result<(), String> {
+    {
+        match frame {
+            Some(Ok(FoMessage::Data(data))) if data.direction == Direction::ToBank => to_bank(hub, data),
+            // In the stream's order: every DATA before it has reached its session's writer.
+            Some(Ok(FoMessage::Handover(h))) if crate::handover::is_request(h.op) => {
+                hub.handover(Request { handover: h, barrier: None });
+            }
+            Some(Ok(other)) => unexpected(hub, &other, "data")?,
+            Some(Err(e)) => return Err(format!("data channel: {e}")),
+            None => return Err("data channel closed by mups".into()),
+        }
+    }
+    Ok(())
 }
 
 /// Hands a `DATA` from `mups` to its session's writer.
