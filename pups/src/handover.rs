@@ -5,8 +5,9 @@
 //! One worker task, alive as long as `pups`, carries the ops out one at a time in
 //! the order they arrived, so an op is never interleaved with another and never
 //! cut short by the link dropping (a half-frozen appliance is worse than a late
-//! answer). The answer goes back on the channel the request came on; without an
-//! attached `mups` it is lost, and the state stays for the next `mups` to drive.
+//! answer). Answers go on the data channel, after the `DATA` queued before them;
+//! without an attached `mups` they are lost, and the state stays for the next
+//! `mups` to drive.
 //!
 //! The rule everything here serves: a bank socket is only ever closed in repair
 //! mode, and only once its 4-tuple and the bank ports are locked.
