@@ -503,3 +503,72 @@ fn requests_handed_over_in_a_switchover_are_not_declined_when_the_old_node_dies(
     assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
     assert_eq!(r.inflight(BANK), 0);
 }
+
+#[test]
+fn in_flight_tables_move_to_the_twin_router_and_answers_still_match() {
+    let t0 = Instant::now();
+    let mut old = router(BadMessagePolicy::Drop);
+    old.session_up(t0, 1, BANK, "10.0.0.1:5000".into());
+    // Signed on.
+    old.from_bank(t0, BANK, 1, msg("0800", &[(7, "1122334455"), (11, "000010"), (70, "001")]));
+    let (_, signon) = sent_to_node(&actions(&mut old));
+    old.from_node(
+        t0,
+        A,
+        to_bank_data(
+            signon.correlation_id,
+            1,
+            msg("0810", &[(7, "1122334455"), (11, "000010"), (39, "00"), (70, "001")]),
+        ),
+    );
+    let _ = actions(&mut old);
+    // A bank request waiting for node A, and an FO-originated one waiting for the bank.
+    old.from_bank(t0, BANK, 1, auth("000001"));
+    let (_, bank_req) = sent_to_node(&actions(&mut old));
+    let mut fo_req = to_bank_data(77, 1, auth("000900"));
+    fo_req.direction = Direction::ToBank;
+    old.from_node(t0, A, fo_req);
+    let _ = actions(&mut old);
+
+    let t1 = t0 + Duration::from_secs(4);
+    let tables = old.export_inflight(t1);
+    assert_eq!((tables.requests.len(), tables.fo_requests.len(), tables.sessions.len()), (1, 1, 1));
+    assert_eq!(tables.requests[0].remaining_ms, 6_000);
+    let json = serde_json::to_string(&tables).unwrap();
+
+    let mut new = router(BadMessagePolicy::Drop);
+    let t2 = t1 + Duration::from_millis(50);
+    assert_eq!(new.import_inflight(t2, &serde_json::from_str(&json).unwrap()), 0);
+    assert_eq!(new.sessions(BANK, t2)[0].app_state, AppState::SignedOn);
+    assert_eq!(new.inflight(BANK), 1);
+    // The node's answer, now arriving at the new router, matches.
+    new.from_node(t2, A, to_bank_data(bank_req.correlation_id, 1, auth_resp("000001")));
+    let acts = actions(&mut new);
+    assert_eq!(sent_to_bank(&acts), vec![(1, auth_resp("000001"))]);
+    assert_eq!((new.counters(BANK).unmatched_from_node, new.inflight(BANK)), (0, 0));
+    // The bank's answer to the FO-originated request goes to node A with A's id.
+    new.from_bank(t2, BANK, 1, msg("0110", &[(11, "000900"), (39, "00"), (41, "TERM0001")]));
+    let (node, data) = sent_to_node(&actions(&mut new));
+    assert_eq!((node, data.correlation_id, data.flags), (A, 77, DataFlags::empty()));
+    // New requests get ids above the old router's.
+    new.from_bank(t2, BANK, 1, auth("000002"));
+    let (_, next) = sent_to_node(&actions(&mut new));
+    assert!(next.correlation_id > bank_req.correlation_id);
+}
+
+#[test]
+fn a_handed_over_request_times_out_when_its_time_is_up_not_a_whole_timeout_later() {
+    let t0 = Instant::now();
+    let mut old = router(BadMessagePolicy::Drop);
+    old.session_up(t0, 1, BANK, "bank".into());
+    old.from_bank(t0, BANK, 1, auth("000001"));
+    let _ = actions(&mut old);
+    let tables = old.export_inflight(t0 + Duration::from_secs(9));
+    let mut new = router(BadMessagePolicy::Drop);
+    let t1 = t0 + Duration::from_secs(9);
+    new.import_inflight(t1, &tables);
+    new.handle_timeout(t1 + Duration::from_millis(999));
+    assert_eq!(new.counters(BANK).timeouts, 0);
+    new.handle_timeout(t1 + Duration::from_secs(1));
+    assert_eq!(new.counters(BANK).timeouts, 1);
+}
