@@ -64,6 +64,16 @@ pub enum Input {
     Jobs(usize, oneshot::Sender<Vec<Job>>),
     /// The API sets or clears a maintenance flag; the reply is `Ok` or why not.
     Maintenance(MaintenanceRequest, oneshot::Sender<Result<(), String>>),
+    /// This appliance became active (it holds the VIP) or standby.
+    Role(bool),
+    /// Bank requests in flight, all banks (quiescing for an appliance switchover).
+    InflightTotal(oneshot::Sender<u64>),
+    /// The in-flight tables, for the twin.
+    ExportInflight(oneshot::Sender<proto::router::InflightTables>),
+    /// The twin's in-flight tables, taken over; the reply is how many entries were skipped.
+    ImportInflight(Box<proto::router::InflightTables>, oneshot::Sender<usize>),
+    /// The active twin's routes, intent and maintenance flags (replication).
+    ApplyRoutes(RouteState),
 }
 
 /// A maintenance flag to set or clear.
@@ -100,8 +110,11 @@ pub struct DriverConfig {
     pub bank_names: Vec<String>,
     /// State kept from the last run: applied to the router at start.
     pub restored: Option<RouteState>,
-    /// Where route, intent and maintenance changes are published for the writer.
-    pub persist: Option<watch::Sender<RouteState>>,
+    /// Where route, intent and maintenance changes are published (the routes file
+    /// writer and the replication to the twin listen).
+    pub routes: watch::Sender<RouteState>,
+    /// Whether this appliance starts active (no twin: always).
+    pub active: bool,
     /// The API's event stream.
     pub events: broadcast::Sender<ApiEvent>,
 }
@@ -211,7 +224,9 @@ struct Driver {
     /// Messages both ways per bank, sampled at each gauge tick, for `rate_per_s`.
     rate_samples: Vec<VecDeque<(Instant, u64)>>,
     events: broadcast::Sender<ApiEvent>,
-    persist: Option<watch::Sender<RouteState>>,
+    routes: watch::Sender<RouteState>,
+    /// Standby: no automatic moves, no switch jobs (the active twin decides).
+    active: bool,
     /// Routes, intent or maintenance changed since last published.
     routes_dirty: bool,
     started: Instant,
@@ -306,7 +321,8 @@ pub async fn run(
         last_failback: vec![None; banks],
         rate_samples: vec![VecDeque::new(); banks],
         events: cfg.events,
-        persist: cfg.persist,
+        routes: cfg.routes,
+        active: cfg.active,
         routes_dirty: true,
         started: now(),
         absent_checked: false,
@@ -420,7 +436,7 @@ impl Driver {
                 if self.health[usize::from(node.0)].link(now, true, &self.flap) {
                     self.node_event(now, node);
                 }
-                if self.auto_failover {
+                if self.auto_failover && self.active {
                     self.recover_stranded(node);
                 }
             }
@@ -444,7 +460,7 @@ impl Driver {
                     }
                     self.pump_switch(now, bank);
                 }
-                if self.auto_failover {
+                if self.auto_failover && self.active {
                     self.fail_over(node);
                 }
             }
@@ -516,7 +532,48 @@ impl Driver {
             Input::Maintenance(req, reply) => {
                 let _ = reply.send(self.set_maintenance(now, req));
             }
+            Input::Role(active) => {
+                if self.active != active {
+                    info!(active, "appliance role");
+                }
+                self.active = active;
+                if active {
+                    // A fresh start of the grace for nodes that have not connected yet.
+                    self.started = now;
+                    self.absent_checked = false;
+                }
+            }
+            Input::InflightTotal(reply) => {
+                let _ = reply.send(self.router.banks().map(|b| self.router.inflight(b)).sum());
+            }
+            Input::ExportInflight(reply) => {
+                let _ = reply.send(self.router.export_inflight(now));
+            }
+            Input::ImportInflight(tables, reply) => {
+                let skipped = self.router.import_inflight(now, &tables);
+                if skipped > 0 {
+                    warn!(skipped, "in-flight entries from the twin name banks or nodes we do not have");
+                }
+                let _ = reply.send(skipped);
+            }
+            Input::ApplyRoutes(state) => self.apply_routes(state),
         }
+    }
+
+    /// The active twin's admin state, replicated: routes, intent, maintenance.
+    fn apply_routes(&mut self, state: RouteState) {
+        if self.active {
+            warn!("replicated routes received while active: ignored");
+            return;
+        }
+        let mut intent = self.intent.clone();
+        let mut bank_maint = self.bank_maintenance.clone();
+        let mut node_maint = self.node_maintenance.clone();
+        apply_restored(&mut self.router, &state, &mut intent, &mut bank_maint, &mut node_maint);
+        self.intent = intent;
+        self.bank_maintenance = bank_maint;
+        self.node_maintenance = node_maint;
+        self.routes_dirty = true;
     }
 
     fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<(), String> {
@@ -563,7 +620,6 @@ impl Driver {
 
     fn publish_routes(&mut self) {
         self.routes_dirty = false;
-        let Some(persist) = &self.persist else { return };
         let banks = self
             .router
             .banks()
@@ -584,7 +640,12 @@ impl Driver {
                 (name.to_owned(), NodeAdmin { maintenance: self.node_maintenance[usize::from(n.0)] })
             })
             .collect();
-        persist.send_replace(RouteState { version: FORMAT_VERSION, banks, nodes });
+        let state = RouteState { version: FORMAT_VERSION, banks, nodes };
+        self.routes.send_if_modified(|old| {
+            let changed = *old != state;
+            *old = state;
+            changed
+        });
     }
 
     async fn drain(&mut self) {
@@ -634,6 +695,9 @@ impl Driver {
         };
         if req.reason.trim().is_empty() {
             return Err("a reason is required".into());
+        }
+        if !self.active {
+            return Err("this appliance is standby: switch banks on the active one".into());
         }
         if self.node_maintenance[usize::from(to.0)] {
             return Err(format!("node {} is in maintenance: clear the flag first", req.to));
@@ -823,7 +887,11 @@ impl Driver {
     /// Nodes that never came up after start are written off once the grace
     /// period is over: their banks move as if the node had died.
     fn write_off_absent_nodes(&mut self) {
-        if !self.auto_failover || self.absent_checked || self.started.elapsed() < STARTUP_GRACE {
+        if !self.auto_failover
+            || !self.active
+            || self.absent_checked
+            || self.started.elapsed() < STARTUP_GRACE
+        {
             return;
         }
         self.absent_checked = true;
@@ -849,7 +917,7 @@ impl Driver {
     /// with it down, an immediate move. A rolled-back attempt is retried only after
     /// `failback_after` again.
     fn fail_back(&mut self, now: Instant) {
-        if !self.auto_failback {
+        if !self.auto_failback || !self.active {
             return;
         }
         let mut by_target: BTreeMap<NodeId, Vec<BankIdx>> = BTreeMap::new();

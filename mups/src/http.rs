@@ -36,6 +36,8 @@ pub struct AppState {
     pub events: broadcast::Sender<ApiEvent>,
     /// Ends event streams at shutdown (graceful shutdown waits for open responses).
     pub shutdown: watch::Receiver<bool>,
+    /// The appliance pair task.
+    pub appliance: mpsc::Sender<crate::appliance::ApplianceCommand>,
 }
 
 /// The whole HTTP surface.
@@ -52,6 +54,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{id}/maintenance", put(node_maintenance))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/appliance", get(appliance_status))
+        .route("/api/v1/appliance/switchover", post(appliance_switchover))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -350,4 +354,48 @@ async fn events(
         }
     });
     Sse::new(stream).keep_alive(sse::KeepAlive::default())
+}
+
+async fn appliance_status(State(state): State<AppState>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let cmd = crate::appliance::ApplianceCommand::Status(tx);
+    if state.appliance.send(cmd).await.is_err() {
+        return unavailable("the appliance task is not running");
+    }
+    match rx.await {
+        Ok(status) => Json(status).into_response(),
+        Err(_) => unavailable("the appliance task is not running"),
+    }
+}
+
+/// Body of `POST /api/v1/appliance/switchover`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    reason: String,
+}
+
+async fn appliance_switchover(
+    State(state): State<AppState>,
+    body: Result<Json<SwitchoverBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(&e.body_text()),
+    };
+    if body.reason.trim().is_empty() {
+        return bad_request("a reason is required");
+    }
+    let (tx, rx) = oneshot::channel();
+    let cmd = crate::appliance::ApplianceCommand::Switchover { reason: body.reason, reply: tx };
+    if state.appliance.send(cmd).await.is_err() {
+        return unavailable("the appliance task is not running");
+    }
+    match rx.await {
+        Ok(Ok(id)) => (StatusCode::ACCEPTED, Json(json!({"switch_id": id}))).into_response(),
+        Ok(Err(message)) => {
+            (StatusCode::CONFLICT, Json(json!({"code": "conflict", "message": message}))).into_response()
+        }
+        Err(_) => unavailable("the appliance task is not running"),
+    }
 }

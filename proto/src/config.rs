@@ -53,6 +53,14 @@ pub struct ApplianceSection {
     pub id: String,
     /// The local link's Unix socket: `pups` listens, `mups` connects.
     pub local_link: PathBuf,
+    /// Where this appliance's `mups` listens for its twin (the peer link), on the
+    /// appliances' own network. Without it (and `peer_address`) there is no twin to
+    /// replicate to or hand sessions over to.
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Where the twin's `mups` listens for us.
+    #[serde(default)]
+    pub peer_address: Option<SocketAddr>,
 }
 
 /// `[pups]`.
