@@ -57,6 +57,14 @@ pub struct ApplianceSettings {
 pub enum ApplianceCommand {
     /// `GET /api/v1/appliance`.
     Status(oneshot::Sender<ApplianceStatus>),
+    /// `PUT /api/v1/appliance/maintenance`: while set, this appliance refuses to
+    /// take sessions over (e.g. while it is being upgraded).
+    Maintenance {
+        /// Set or clear.
+        on: bool,
+        /// Why (logged).
+        reason: String,
+    },
     /// `POST /api/v1/appliance/switchover`: the switch id, or why not.
     Switchover {
         /// Why (logged, kept with the outcome).
@@ -73,6 +81,8 @@ pub struct ApplianceStatus {
     pub appliance_id: String,
     /// `standalone`, `active` or `standby`.
     pub role: &'static str,
+    /// Refuses to take sessions over.
+    pub maintenance: bool,
     /// keepalived's view, if this is one of a pair.
     pub vrrp: Option<VrrpView>,
     /// The twin.
@@ -219,6 +229,7 @@ struct Appliance {
     handing: Option<Handing>,
     taking: Option<Taking>,
     last: Option<LastSwitchover>,
+    maintenance: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -263,6 +274,7 @@ pub async fn run(settings: ApplianceSettings, io: ApplianceIo, mut shutdown: wat
         handing: None,
         taking: None,
         last: None,
+        maintenance: false,
     };
     a.start().await;
     let mut peer_events = a.io.peer_events.take();
@@ -379,6 +391,7 @@ impl Appliance {
         ApplianceStatus {
             appliance_id: self.s.appliance_id.clone(),
             role: self.role.name(),
+            maintenance: self.maintenance,
             vrrp: self.s.vrrp.as_ref().map(|v| VrrpView {
                 instance: v.instance.clone(),
                 state: self.vrrp_state.map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
@@ -420,6 +433,10 @@ impl Appliance {
         match cmd {
             ApplianceCommand::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            ApplianceCommand::Maintenance { on, reason } => {
+                info!(maintenance = on, %reason, "appliance maintenance flag");
+                self.maintenance = on;
             }
             ApplianceCommand::Switchover { reason, reply } => {
                 let refusal = match self.role {
@@ -688,6 +705,9 @@ impl Appliance {
 
     async fn prepare(&mut self, switch_id: u64) {
         let busy = match self.role {
+            Role::Standby if self.maintenance => {
+                Some("the twin is in maintenance: it takes no sessions over")
+            }
             Role::Standby if self.taking.is_none() => None,
             Role::Standby => Some("a takeover is already under way"),
             _ => Some("this appliance is not standby"),

@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/appliance", get(appliance_status))
         .route("/api/v1/appliance/switchover", post(appliance_switchover))
+        .route("/api/v1/appliance/maintenance", put(appliance_maintenance))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/metrics", get(metrics))
@@ -398,4 +399,22 @@ async fn appliance_switchover(
         }
         Err(_) => unavailable("the appliance task is not running"),
     }
+}
+
+async fn appliance_maintenance(
+    State(state): State<AppState>,
+    body: Result<Json<MaintenanceBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return bad_request(&e.body_text()),
+    };
+    if body.reason.trim().is_empty() {
+        return bad_request("a reason is required");
+    }
+    let cmd = crate::appliance::ApplianceCommand::Maintenance { on: body.maintenance, reason: body.reason };
+    if state.appliance.send(cmd).await.is_err() {
+        return unavailable("the appliance task is not running");
+    }
+    Json(json!({"maintenance": body.maintenance})).into_response()
 }

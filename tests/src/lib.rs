@@ -5,7 +5,11 @@
 //! # Layout
 //!
 //! - [`Lab`]: starts and stops the pieces; [`LabBank`] describes one bank.
+//! - [`pair`]: the appliance pair in network namespaces, from the real binaries
+//!   (root only): flow F5's topology.
 #![forbid(unsafe_code)]
+
+pub mod pair;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
