@@ -378,6 +378,8 @@ impl Appliance {
         self.role = Role::Active;
         let _ = self.io.nodes_enabled.send(true);
         let _ = self.io.router.send(Input::Role(true)).await;
+        // The twin learns our state at once, not at the next change.
+        self.replicate().await;
     }
 
     async fn become_standby(&mut self) {
