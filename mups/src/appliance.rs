@@ -26,9 +26,10 @@ use proto::appliance_switch::{
     StandbyInput, StandbyOutput, StandbySwitch,
 };
 use proto::config::VrrpSection;
-use proto::fo_link::{Handover, HandoverOp};
+use proto::fo_link::{Data, FoMessage, Handover, HandoverOp};
 use proto::peer_link::PeerFrame;
 use proto::router::InflightTables;
+use proto::router::NodeId;
 use proto::snapshot::SnapshotBatch;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -210,6 +211,18 @@ struct Taking {
     tables: Option<InflightTables>,
     /// Taking over: waiting for the FO links, since when.
     links_since: Option<Instant>,
+    /// Nodes' DATA relayed by the old active before our router took the tables over.
+    relays: Vec<(NodeId, Data)>,
+    /// The tables are in our router: relays go straight to it.
+    imported: bool,
+}
+
+/// Nodes' DATA reaching us once our sessions are frozen (see [`Input::Divert`]):
+/// held until the switchover ends, then relayed to the twin (committed) or given
+/// back to our own router (aborted).
+enum Relaying {
+    Hold(u64, Vec<(NodeId, Data)>),
+    Forward(u64),
 }
 
 struct Appliance {
@@ -230,6 +243,8 @@ struct Appliance {
     taking: Option<Taking>,
     last: Option<LastSwitchover>,
     maintenance: bool,
+    diverted: Option<mpsc::UnboundedReceiver<(NodeId, Data)>>,
+    relaying: Option<Relaying>,
 }
 
 fn unix_ms() -> u64 {
@@ -275,6 +290,8 @@ pub async fn run(settings: ApplianceSettings, io: ApplianceIo, mut shutdown: wat
         taking: None,
         last: None,
         maintenance: false,
+        diverted: None,
+        relaying: None,
     };
     a.start().await;
     let mut peer_events = a.io.peer_events.take();
@@ -303,11 +320,19 @@ pub async fn run(settings: ApplianceSettings, io: ApplianceIo, mut shutdown: wat
             }
             _ = sleep_until(deadline) => a.timeout().await,
             _ = poll.tick(), if polling => a.poll().await,
+            Some(d) = next_diverted(&mut a.diverted) => a.diverted(d).await,
         }
     }
 }
 
 async fn next_peer(rx: &mut Option<mpsc::Receiver<PeerEvent>>) -> Option<PeerEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_diverted(rx: &mut Option<mpsc::UnboundedReceiver<(NodeId, Data)>>) -> Option<(NodeId, Data)> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
@@ -376,6 +401,10 @@ impl Appliance {
     async fn become_active(&mut self) {
         info!("this appliance is active");
         self.role = Role::Active;
+        if self.diverted.take().is_some() {
+            let _ = self.io.router.send(Input::Divert(None)).await;
+        }
+        self.relaying = None;
         let _ = self.io.nodes_enabled.send(true);
         let _ = self.io.router.send(Input::Role(true)).await;
         // The twin learns our state at once, not at the next change.
@@ -489,6 +518,12 @@ impl Appliance {
                 ActiveOutput::ToPeer(m) => self.send_switch(&m).await,
                 ActiveOutput::Quiesce => self.to_pups(switch_id, HandoverOp::Quiesce, 0, Bytes::new()).await,
                 ActiveOutput::Checkpoint => {
+                    // From here on the sessions are frozen: what the nodes send is
+                    // kept for whoever serves the sessions in the end.
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    let _ = self.io.router.send(Input::Divert(Some(tx))).await;
+                    self.diverted = Some(rx);
+                    self.relaying = Some(Relaying::Hold(switch_id, Vec::new()));
                     self.to_pups(switch_id, HandoverOp::Checkpoint, 0, Bytes::new()).await;
                 }
                 ActiveOutput::Ship => {
@@ -518,8 +553,31 @@ impl Appliance {
                 ActiveOutput::CloseFrozen => {
                     self.to_pups(switch_id, HandoverOp::CloseFrozen, 0, Bytes::new()).await;
                     self.become_standby().await;
+                    if let Some(Relaying::Hold(id, held)) = self.relaying.take() {
+                        for (node, data) in held {
+                            self.relay(id, node, data).await;
+                        }
+                        self.relaying = Some(Relaying::Forward(id));
+                    }
                 }
-                ActiveOutput::Thaw => self.to_pups(switch_id, HandoverOp::Thaw, 0, Bytes::new()).await,
+                ActiveOutput::Thaw => {
+                    self.to_pups(switch_id, HandoverOp::Thaw, 0, Bytes::new()).await;
+                    // Ours again: what was held goes to our router, in order, and
+                    // reaches the thawed sessions.
+                    let _ = self.io.router.send(Input::Divert(None)).await;
+                    let mut held = match self.relaying.take() {
+                        Some(Relaying::Hold(_, held)) => held,
+                        _ => Vec::new(),
+                    };
+                    if let Some(mut rx) = self.diverted.take() {
+                        while let Ok(d) = rx.try_recv() {
+                            held.push(d);
+                        }
+                    }
+                    for (node, data) in held {
+                        let _ = self.io.router.send(Input::NodeData(node, data)).await;
+                    }
+                }
                 ActiveOutput::Finished(outcome) => {
                     let reason = self.handing.take().map(|h| h.reason);
                     if outcome.committed {
@@ -563,8 +621,16 @@ impl Appliance {
                         let _ = self.io.router.send(Input::ImportInflight(Box::new(tables), tx)).await;
                         let _ = rx.await;
                     }
-                    if let Some(t) = &mut self.taking {
-                        t.links_since = Some(Instant::now());
+                    let relays = match &mut self.taking {
+                        Some(t) => {
+                            t.links_since = Some(Instant::now());
+                            t.imported = true;
+                            std::mem::take(&mut t.relays)
+                        }
+                        None => Vec::new(),
+                    };
+                    for (node, data) in relays {
+                        let _ = self.io.router.send(Input::NodeData(node, data)).await;
                     }
                 }
                 StandbyOutput::Serve => self.to_pups(switch_id, HandoverOp::Serve, 0, Bytes::new()).await,
@@ -583,6 +649,28 @@ impl Appliance {
                     });
                     return;
                 }
+            }
+        }
+    }
+
+    async fn relay(&self, switch_id: u64, node: NodeId, data: Data) {
+        match FoMessage::Data(data).to_vec() {
+            Ok(frame) => {
+                self.to_peer(PeerFrame::Relay { switch_id, node: node.0, frame: frame.into() }).await
+            }
+            Err(e) => error!(error = %e, "cannot encode DATA for the twin"),
+        }
+    }
+
+    async fn diverted(&mut self, (node, data): (NodeId, Data)) {
+        match &mut self.relaying {
+            Some(Relaying::Hold(_, held)) => held.push((node, data)),
+            Some(Relaying::Forward(id)) => {
+                let id = *id;
+                self.relay(id, node, data).await;
+            }
+            None => {
+                let _ = self.io.router.send(Input::NodeData(node, data)).await;
             }
         }
     }
@@ -701,6 +789,19 @@ impl Appliance {
                     }
                 }
             }
+            PeerFrame::Relay { node, frame, .. } => {
+                let data = match proto::fo_link::decode(frame) {
+                    Ok(FoMessage::Data(d)) => d,
+                    Ok(other) => return warn!(kind = %other.kind(), "relayed frame is not DATA"),
+                    Err(e) => return warn!(error = %e, "relayed frame does not decode"),
+                };
+                match &mut self.taking {
+                    Some(t) if !t.imported => t.relays.push((NodeId(node), data)),
+                    _ => {
+                        let _ = self.io.router.send(Input::NodeData(NodeId(node), data)).await;
+                    }
+                }
+            }
             other => warn!(?other, "unexpected peer frame"),
         }
     }
@@ -721,7 +822,14 @@ impl Appliance {
         }
         info!(switch_id, "the twin hands its sessions over: preparing");
         let sw = StandbySwitch::start(switch_id, self.s.switch, Instant::now());
-        self.taking = Some(Taking { sw, received: 0, tables: None, links_since: None });
+        self.taking = Some(Taking {
+            sw,
+            received: 0,
+            tables: None,
+            links_since: None,
+            relays: Vec::new(),
+            imported: false,
+        });
         // The VIP may already be here (a previous attempt): the machine must know.
         if self.vrrp_state == Some(VrrpState::Master) {
             if let Some(t) = &mut self.taking {

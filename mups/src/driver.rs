@@ -74,6 +74,9 @@ pub enum Input {
     ImportInflight(Box<proto::router::InflightTables>, oneshot::Sender<usize>),
     /// The active twin's routes, intent and maintenance flags (replication).
     ApplyRoutes(RouteState),
+    /// From now on, nodes' DATA goes to this channel instead of the router (the
+    /// sessions are frozen for the twin; `None` ends it).
+    Divert(Option<mpsc::UnboundedSender<(NodeId, Data)>>),
 }
 
 /// A maintenance flag to set or clear.
@@ -227,6 +230,8 @@ struct Driver {
     routes: watch::Sender<RouteState>,
     /// Standby: no automatic moves, no switch jobs (the active twin decides).
     active: bool,
+    /// Nodes' DATA diverted to the appliance task (see [`Input::Divert`]).
+    divert: Option<mpsc::UnboundedSender<(NodeId, Data)>>,
     /// Routes, intent or maintenance changed since last published.
     routes_dirty: bool,
     started: Instant,
@@ -323,6 +328,7 @@ pub async fn run(
         events: cfg.events,
         routes: cfg.routes,
         active: cfg.active,
+        divert: None,
         routes_dirty: true,
         started: now(),
         absent_checked: false,
@@ -485,7 +491,13 @@ impl Driver {
             Input::Jobs(limit, reply) => {
                 let _ = reply.send(self.jobs.values().rev().take(limit).cloned().collect());
             }
-            Input::NodeData(node, data) => self.router.from_node(now, node, data),
+            Input::NodeData(node, data) => match &self.divert {
+                Some(tx) => {
+                    let _ = tx.send((node, data));
+                }
+                None => self.router.from_node(now, node, data),
+            },
+            Input::Divert(tx) => self.divert = tx,
             Input::PupsAttached => {
                 self.pups_attached = true;
                 self.confirmed.clear();

@@ -72,6 +72,17 @@ pub enum PeerFrame {
         /// The tables, as JSON.
         json: Bytes,
     },
+    /// A node's DATA that reached the old active after its sessions were frozen,
+    /// for the new active's router (in order, after [`PeerFrame::RouterState`]).
+    Relay {
+        /// The switchover.
+        switch_id: u64,
+        /// The node, by its index in the configuration (both appliances list the
+        /// same nodes).
+        node: u16,
+        /// The DATA frame as the FO link encodes it.
+        frame: Bytes,
+    },
 }
 
 /// A frame that cannot be read.
@@ -114,6 +125,7 @@ impl PeerFrame {
             Self::Switch { .. } => 0x20,
             Self::Snapshots { .. } => 0x21,
             Self::RouterState { .. } => 0x22,
+            Self::Relay { .. } => 0x23,
         }
     }
 
@@ -140,6 +152,11 @@ impl PeerFrame {
             Self::Snapshots { switch_id, batch: bytes } | Self::RouterState { switch_id, json: bytes } => {
                 out.put_u64(*switch_id);
                 blob(out, bytes);
+            }
+            Self::Relay { switch_id, node, frame } => {
+                out.put_u64(*switch_id);
+                out.put_u16(*node);
+                blob(out, frame);
             }
         }
         let len = u32::try_from(out.len() - start - 4).expect("frames stay far below 4 GiB");
@@ -187,6 +204,16 @@ impl PeerFrame {
             0x20 => Self::Switch { json: take_blob(b, "json")? },
             0x21 => Self::Snapshots { switch_id: u64_(b, "switch_id")?, batch: take_blob(b, "batch")? },
             0x22 => Self::RouterState { switch_id: u64_(b, "switch_id")?, json: take_blob(b, "json")? },
+            0x23 => Self::Relay {
+                switch_id: u64_(b, "switch_id")?,
+                node: {
+                    if b.remaining() < 2 {
+                        return Err(PeerFrameError::Truncated { field: "node" });
+                    }
+                    b.get_u16()
+                },
+                frame: take_blob(b, "frame")?,
+            },
             other => return Err(PeerFrameError::UnknownType(other)),
         };
         if b.has_remaining() {
@@ -246,6 +273,11 @@ mod tests {
             bytes().prop_map(|json| PeerFrame::Switch { json }),
             (any::<u64>(), bytes()).prop_map(|(switch_id, batch)| PeerFrame::Snapshots { switch_id, batch }),
             (any::<u64>(), bytes()).prop_map(|(switch_id, json)| PeerFrame::RouterState { switch_id, json }),
+            (any::<u64>(), any::<u16>(), bytes()).prop_map(|(switch_id, node, frame)| PeerFrame::Relay {
+                switch_id,
+                node,
+                frame
+            }),
         ]
     }
 

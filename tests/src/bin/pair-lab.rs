@@ -100,7 +100,8 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
     });
     let pids = lab.detach();
     let _ = std::fs::write(dir.join("pids.json"), json!(pids).to_string());
-    let _ = std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&description).unwrap_or_default());
+    let _ =
+        std::fs::write(dir.join("lab.json"), serde_json::to_string_pretty(&description).unwrap_or_default());
     println!("{}", serde_json::to_string_pretty(&description).unwrap_or_default());
     ExitCode::SUCCESS
 }
