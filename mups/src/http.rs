@@ -134,6 +134,7 @@ pub fn routes(auth: &Auth) -> Routes<AppState> {
         .route(Method::GET, "/metrics", metrics, public)
         .route(Method::GET, "/healthz", healthz, public)
         .route(Method::GET, "/readyz", readyz, public)
+        .route(Method::GET, "/api/v1/openapi.json", openapi, public)
         .route(Method::GET, "/api/v1/state", api_state, viewer)
         .route(Method::GET, "/api/v1/banks", banks, viewer)
         .route(Method::GET, "/api/v1/banks/{id}", bank, viewer)
@@ -282,8 +283,15 @@ impl Server {
 }
 
 /// The console's files, compiled in: no build step, no CDN, nothing to install.
-const CONSOLE: &[(&str, &str, &str)] =
-    &[("index.html", "text/html; charset=utf-8", include_str!("../console/index.html"))];
+const CONSOLE: &[(&str, &str, &str)] = &[
+    ("index.html", "text/html; charset=utf-8", include_str!("../console/index.html")),
+    ("style.css", "text/css; charset=utf-8", include_str!("../console/style.css")),
+    ("app.js", "text/javascript; charset=utf-8", include_str!("../console/app.js")),
+    ("api.js", "text/javascript; charset=utf-8", include_str!("../console/api.js")),
+    ("banks.js", "text/javascript; charset=utf-8", include_str!("../console/banks.js")),
+    ("pages.js", "text/javascript; charset=utf-8", include_str!("../console/pages.js")),
+    ("util.js", "text/javascript; charset=utf-8", include_str!("../console/util.js")),
+];
 
 fn console_response(name: &str) -> Response {
     match CONSOLE.iter().find(|(n, _, _)| *n == name) {
@@ -304,6 +312,13 @@ async fn console_index() -> Response {
 
 async fn console_file(Path(file): Path<String>) -> Response {
     console_response(&file)
+}
+
+/// The OpenAPI 3.1 document of every route (hand-written; a test checks it against [`routes`]).
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn healthz() -> &'static str {
