@@ -71,8 +71,9 @@ export class BanksPage {
 
   async load() {
     try {
-      const data = await get('/api/v1/banks');
+      const [data, nodes] = await Promise.all([get('/api/v1/banks'), get('/api/v1/nodes')]);
       this.banks = data.banks;
+      this.fillNodes(nodes.nodes);
       this.stats.clear();
       const ids = new Set(this.banks.map((b) => b.id));
       for (const id of this.selected) if (!ids.has(id)) this.selected.delete(id);
@@ -80,6 +81,17 @@ export class BanksPage {
     } catch (err) {
       if (!(err instanceof ApiError && err.status === 401)) $('#switch-error').textContent = err.message;
     }
+  }
+
+  // The target list comes from the configuration's nodes, marking those that cannot take banks.
+  fillNodes(nodes) {
+    const select = this.form.to;
+    const chosen = select.value;
+    select.replaceChildren(...nodes.map((n) => el('option', {
+      value: n.id,
+      text: `${n.id}${n.up ? '' : ' (down)'}${n.maintenance ? ' (maintenance)' : ''}`,
+    })));
+    if (nodes.some((n) => n.id === chosen)) select.value = chosen;
   }
 
   onStats(stats, refetch) {
@@ -262,6 +274,7 @@ export class BanksPage {
       this.form.confirm.value = '';
       this.form.reason.value = '';
       await this.loadJob(accepted.job_id);
+      $('#job-progress').scrollIntoView({ block: 'nearest' });
     } catch (e) {
       err.textContent = e.message;
     }
