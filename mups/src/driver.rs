@@ -26,7 +26,8 @@ use crate::metrics::{
 };
 use crate::persist::{BankRoute, FORMAT_VERSION, NodeAdmin, RouteState};
 use crate::switching::{
-    ApiEvent, BankResult, BankSelection, Job, OutcomeView, SwitchRequest, node_input, phase_name,
+    ApiEvent, BankResult, BankSelection, BankStats, Job, NodeStats, OutcomeView, SwitchRequest, node_input,
+    phase_name,
 };
 
 /// What the links and the API tell the router.
@@ -62,8 +63,8 @@ pub enum Input {
     Job(u64, oneshot::Sender<Option<Job>>),
     /// The API asks for the most recent jobs, newest first.
     Jobs(usize, oneshot::Sender<Vec<Job>>),
-    /// The API sets or clears a maintenance flag; the reply is `Ok` or why not.
-    Maintenance(MaintenanceRequest, oneshot::Sender<Result<(), String>>),
+    /// The API sets or clears a maintenance flag; the reply is the target's new version, or why not.
+    Maintenance(MaintenanceRequest, oneshot::Sender<Result<u64, MaintenanceError>>),
     /// This appliance became active (it holds the VIP) or standby.
     Role(bool),
     /// Bank requests in flight, all banks (quiescing for an appliance switchover).
@@ -88,6 +89,31 @@ pub struct MaintenanceRequest {
     pub on: bool,
     /// Why (logged).
     pub reason: String,
+    /// The target's version the caller last saw: a different current version refuses the
+    /// change (optimistic concurrency, so two operators cannot silently undo each other).
+    /// `None` skips the check (internal callers that own the decision).
+    pub version: Option<u64>,
+}
+
+/// Why a maintenance change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaintenanceError {
+    /// No such bank or node.
+    #[error("no {kind} {id:?}")]
+    NotFound {
+        /// `bank` or `FO node`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The caller's version is stale.
+    #[error("version {given} is stale: the current version is {current} (re-read and retry)")]
+    Conflict {
+        /// Version the caller sent.
+        given: u64,
+        /// Version now.
+        current: u64,
+    },
 }
 
 /// What a maintenance flag is on.
@@ -154,6 +180,8 @@ pub struct NodeView {
     pub maintenance: bool,
     /// Banks routed to it.
     pub banks_active: usize,
+    /// Bumped by every admin change (maintenance): the `version` a change must carry.
+    pub version: u64,
 }
 
 /// One bank.
@@ -178,6 +206,9 @@ pub struct BankView {
     pub inflight: u64,
     /// Live sessions.
     pub sessions: Vec<SessionView>,
+    /// Bumped by every admin change (intent, maintenance): the `version` a maintenance
+    /// change must carry.
+    pub version: u64,
     /// Counters.
     pub counters: proto::router::BankCounters,
 }
@@ -219,6 +250,13 @@ struct Driver {
     intent: Vec<NodeId>,
     bank_maintenance: Vec<bool>,
     node_maintenance: Vec<bool>,
+    /// Admin-change counters (optimistic concurrency), by bank and by node. Not persisted:
+    /// a restart starts them again at 0, and a client holding an older number gets a
+    /// conflict or, rarely, a match by chance on a state it had read anyway.
+    bank_version: Vec<u64>,
+    node_version: Vec<u64>,
+    /// Gauge ticks, for the stats event every other tick.
+    ticks: u64,
     health: Vec<NodeHealth>,
     flap: FlapPolicy,
     /// When automatic failback last tried each bank (a rolled-back attempt is not
@@ -321,6 +359,9 @@ pub async fn run(
         intent,
         bank_maintenance,
         node_maintenance,
+        bank_version: vec![0; banks],
+        node_version: vec![0; nodes],
+        ticks: 0,
         health: vec![NodeHealth::new(); nodes],
         flap: cfg.flap,
         last_failback: vec![None; banks],
@@ -373,6 +414,10 @@ pub async fn run(
             }
             _ = gauges.tick() => {
                 d.update_gauges();
+                d.ticks += 1;
+                if d.ticks % 2 == 0 {
+                    d.send_stats(now());
+                }
                 d.write_off_absent_nodes();
                 d.fail_back(now());
             }
@@ -588,23 +633,76 @@ impl Driver {
         self.routes_dirty = true;
     }
 
-    fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<(), String> {
+    fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<u64, MaintenanceError> {
+        let check = |current: u64| match req.version {
+            Some(given) if given != current => Err(MaintenanceError::Conflict { given, current }),
+            _ => Ok(()),
+        };
         match &req.target {
             MaintenanceTarget::Bank(id) => {
-                let bank = self.router.bank(id).ok_or_else(|| format!("no bank {id:?}"))?;
-                self.bank_maintenance[usize::from(bank.0)] = req.on;
+                let bank = self
+                    .router
+                    .bank(id)
+                    .ok_or_else(|| MaintenanceError::NotFound { kind: "bank", id: id.clone() })?;
+                let b = usize::from(bank.0);
+                check(self.bank_version[b])?;
+                self.bank_maintenance[b] = req.on;
+                self.bank_version[b] += 1;
                 info!(bank = %id, maintenance = req.on, reason = %req.reason, "bank maintenance flag");
                 self.route_changed(bank);
+                Ok(self.bank_version[b])
             }
             MaintenanceTarget::Node(name) => {
-                let node = self.node_id(name).ok_or_else(|| format!("no FO node {name:?}"))?;
-                self.node_maintenance[usize::from(node.0)] = req.on;
+                let node = self
+                    .node_id(name)
+                    .ok_or_else(|| MaintenanceError::NotFound { kind: "FO node", id: name.clone() })?;
+                let n = usize::from(node.0);
+                check(self.node_version[n])?;
+                self.node_maintenance[n] = req.on;
+                self.node_version[n] += 1;
                 info!(node = %name, maintenance = req.on, reason = %req.reason, "node maintenance flag");
                 self.routes_dirty = true;
                 self.node_event(now, node);
+                Ok(self.node_version[n])
             }
         }
-        Ok(())
+    }
+
+    /// The console's live numbers, pushed so that it never polls: per bank the rate,
+    /// requests in flight and session counts by state, per node the link and RTT.
+    fn send_stats(&self, now: Instant) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let banks = self
+            .router
+            .banks()
+            .map(|bank| {
+                let sessions = self.router.sessions(bank, now);
+                let count =
+                    |state: &str| sessions.iter().filter(|s| app_state_name(s.app_state) == state).count();
+                BankStats {
+                    id: self.router.bank_id(bank).to_owned(),
+                    rate_per_s: (self.rate(bank) * 10.0).round() / 10.0,
+                    inflight: self.router.inflight(bank),
+                    sessions_up: sessions.len(),
+                    signed_on: count("signed_on"),
+                    echo_failing: count("echo_failing"),
+                    idle_secs: sessions.iter().map(|s| s.idle_secs).reduce(f64::min),
+                    since_echo_secs: sessions.iter().filter_map(|s| s.since_echo_secs).reduce(f64::min),
+                }
+            })
+            .collect();
+        let nodes = self
+            .router
+            .nodes()
+            .map(|(node, name, up)| NodeStats {
+                id: name.to_owned(),
+                up,
+                rtt_micros: self.rtt[usize::from(node.0)].map(|d| d.as_micros() as u64),
+            })
+            .collect();
+        let _ = self.events.send(ApiEvent::Stats { banks, nodes, switches_running: self.switches.len() });
     }
 
     fn node_event(&self, now: Instant, node: NodeId) {
@@ -762,6 +860,7 @@ impl Driver {
             // The operator's choice is the bank's admin intent, whatever becomes of the switch.
             if self.intent[usize::from(bank.0)] != to {
                 self.intent[usize::from(bank.0)] = to;
+                self.bank_version[usize::from(bank.0)] += 1;
                 self.route_changed(bank);
             }
         }
@@ -1332,6 +1431,7 @@ impl Driver {
                             .banks()
                             .filter(|&b| self.router.active_node(b) == node)
                             .count(),
+                        version: self.node_version[usize::from(node.0)],
                     }
                 })
                 .collect(),
@@ -1349,6 +1449,7 @@ impl Driver {
                     inflight: self.router.inflight(bank),
                     sessions: self.router.sessions(bank, now),
                     counters: self.router.counters(bank).clone(),
+                    version: self.bank_version[usize::from(bank.0)],
                 })
                 .collect(),
         }

@@ -15,6 +15,7 @@
 //!   hash-chained audit log, and the axum guard and routes for them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` routes (state,
 //!   banks, nodes, switch jobs, maintenance flags, the event stream).
+//! - [`tls`]: rustls for the management listener; `mups tls self-signed`.
 //! - [`persist`]: routes, admin intent and maintenance flags kept across restarts.
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
@@ -43,4 +44,5 @@ pub mod peer;
 pub mod persist;
 pub mod runtime;
 pub mod switching;
+pub mod tls;
 pub mod vrrp;

@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::appliance::{self, ApplianceIo, ApplianceSettings};
 use crate::driver::{self, DriverConfig, Outputs};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::link::{Backoff, LinkSettings};
 use crate::local_link::{self, LocalLinkConfig};
 use crate::metrics::Metrics;
@@ -43,6 +43,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Access control or TLS could not be set up.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// A running `mups`.
@@ -51,6 +54,12 @@ pub struct Mups {
     pub http_addr: SocketAddr,
     /// The router's input (tests ask it for snapshots).
     pub router: mpsc::Sender<Input>,
+    /// The management application, for in-process requests (tests).
+    pub app: axum::Router,
+    /// Access control (tests create users through it).
+    pub auth: crate::auth::Auth,
+    /// The management listener speaks HTTPS.
+    pub tls: bool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -195,25 +204,18 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let app = http::app(AppState {
+    let parts = http::Parts {
         metrics,
         router: router_tx.clone(),
-        api_token: m.api_token.as_deref().map(Arc::from),
         events,
         shutdown: shutdown_rx.clone(),
         appliance: appliance_tx,
-    });
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "management HTTP server failed");
-        }
-    }));
-    info!(%http_addr, nodes = cfg.fo_nodes.len(), banks = cfg.banks.len(), "mups started");
-    Ok(Mups { http_addr, router: router_tx, shutdown, tasks })
+    };
+    let server = http::Server::new(m, parts)?;
+    let (app, auth, tls) = (server.app.clone(), server.auth.clone(), server.is_tls());
+    tasks.push(tokio::spawn(server.serve(listener, shutdown_rx.clone())));
+    info!(%http_addr, tls, nodes = cfg.fo_nodes.len(), banks = cfg.banks.len(), "mups started");
+    Ok(Mups { http_addr, router: router_tx, app, auth, tls, shutdown, tasks })
 }
 
 /// Runs `mups` until `shutdown` completes.

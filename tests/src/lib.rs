@@ -5,6 +5,9 @@
 //! # Layout
 //!
 //! - [`Lab`]: starts and stops the pieces; [`LabBank`] describes one bank.
+//! - [`http`]: plain HTTP/1.1 to the management listener, with the bootstrap token
+//!   [`API_TOKEN`] (an admin bearer token). A lab started with [`LabOptions::tls`] speaks
+//!   HTTPS instead; [`Lab::console_url`] is where a browser goes.
 //! - [`pair`]: the appliance pair in network namespaces, from the real binaries
 //!   (root only): flow F5's topology.
 #![forbid(unsafe_code)]
@@ -20,7 +23,7 @@ use std::time::Duration;
 use proto::config::ApplianceConfig;
 use sim::fo_node::{self, FoNodeConfig, FoNodeHandle};
 
-/// The lab's API bearer token.
+/// The lab's API bearer token: `[mups] api_token`, the admin bootstrap token.
 pub const API_TOKEN: &str = "e2e-token";
 
 /// An HTTP/1.1 request to `mups`'s management listener: (status, body).
@@ -124,8 +127,11 @@ pub struct LabOptions {
     pub mups: String,
     /// Extra lines for every `[[bank]]` (e.g. `on_node_loss = "decline"`).
     pub bank: String,
-    /// Keep routes in this lab's state directory (`[mups] state_dir`).
+    /// Keep routes, users and the audit log in this lab's state directory (`[mups] state_dir`).
     pub state_dir: bool,
+    /// Serve the management API over HTTPS with a self-signed certificate for `localhost`
+    /// and `127.0.0.1` ([`http`] then cannot reach it; browsers can).
+    pub tls: bool,
 }
 
 /// A running single-appliance lab.
@@ -183,6 +189,17 @@ impl Lab {
         })
         .await;
         lab
+    }
+
+    /// The state directory, if the lab has one ([`LabOptions::state_dir`]).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.config.mups.state_dir.clone()
+    }
+
+    /// The console's address.
+    pub fn console_url(&self) -> String {
+        let scheme = if self.mups.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.mups.http_addr)
     }
 
     /// Where a bank connects.
@@ -272,8 +289,15 @@ fn config_toml(
     } else {
         String::new()
     };
+    let tls = if options.tls {
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let files = mups::tls::self_signed(&dir.join("tls"), &hosts).expect("self-signed certificate");
+        format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", files.cert.display(), files.key.display())
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n{state_dir}{}\n\n",
+        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n{state_dir}{tls}{}\n\n",
         dir.join("pups.sock").display(),
         options.mups,
     );

@@ -15,8 +15,7 @@
 //! on drop).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -253,10 +252,12 @@ impl PairLab {
         let dir = self.opts.dir.join(format!("app{n}"));
         let mut out = format!(
             "[appliance]\nid = \"app{n}\"\nlocal_link = \"{dir}/pups.sock\"\npeer_listen = \"{me}:9200\"\npeer_address = \"{twin}:9200\"\n\n\
-             [mups]\nhttp_listen = \"{me}:{http}\"\napi_token = \"{token}\"\nstate_dir = \"{dir}/state\"\n\n\
+             [mups]\nhttp_listen = \"{me}:{http}\"\napi_token = \"{token}\"\nstate_dir = \"{dir}/state\"\n\
+             tls_cert = \"{tls}/cert.pem\"\ntls_key = \"{tls}/key.pem\"\n\n\
              [vrrp]\ninterface = \"eth0\"\nvirtual_router_id = {vrid}\nvips = [\"{vip}/24\"]\nunicast_src_ip = \"{me}\"\n\
              unicast_peers = [\"{twin}\"]\npriority = {prio}\nadvert_int_ms = 100\nstate_dir = \"{dir}\"\n\n",
             dir = dir.display(),
+            tls = self.opts.dir.join("tls").display(),
             http = self.opts.http_port,
             token = self.opts.token,
             vrid = 100 + u32::from(self.opts.subnet) % 150,
@@ -308,6 +309,14 @@ impl PairLab {
             let fo = self.ns("fo");
             self.spawn(&format!("fo-{node}"), &fo, &self.bin("fo-sim"), &args)?;
         }
+        // One self-signed certificate for both management listeners.
+        let tls = self.opts.dir.join("tls");
+        run(Command::new(self.bin("mups")).args(["tls", "self-signed", "--out"]).arg(&tls).args([
+            "--host",
+            &self.app_addr(1).to_string(),
+            "--host",
+            &self.app_addr(2).to_string(),
+        ]))?;
         // Appliances: pups (locks the bank ports at start), mups (opens the notify
         // FIFO), then keepalived.
         for n in [1, 2] {
@@ -375,7 +384,8 @@ impl PairLab {
         std::fs::read_to_string(self.opts.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
-    /// An HTTP/1.1 request to appliance `n`'s management listener, with the token.
+    /// An HTTPS request to appliance `n`'s management listener, with the token
+    /// (curl; the lab's certificate is self-signed).
     pub fn http(
         &self,
         n: usize,
@@ -383,21 +393,26 @@ impl PairLab {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), String> {
-        let mut s =
-            TcpStream::connect_timeout(&self.mgmt(n), Duration::from_secs(2)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-        let body = body.unwrap_or("");
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: lab\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            self.opts.token,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-        Ok((status, body))
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--max-time", "10", "-X", method, "-w", "\n%{http_code}"])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", self.opts.token))
+            .args(["-H", "Content-Type: application/json"]);
+        if let Some(b) = body {
+            cmd.arg("--data-binary").arg(b);
+        }
+        cmd.arg(format!("https://{}{path}", self.mgmt(n)));
+        let out = cmd.output().map_err(|e| format!("curl: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        match code.trim().parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!(
+                "curl {method} {path}: exit {:?}, {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Ok(status) => Ok((status, body.to_owned())),
+        }
     }
 
     /// `GET /api/v1/appliance` of appliance `n`.

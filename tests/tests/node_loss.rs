@@ -129,7 +129,8 @@ async fn routes_intent_and_maintenance_survive_a_mups_restart() {
     assert_eq!(status, 202, "{text}");
     lab.wait_until("bank-bin on B", |s| s.banks.iter().any(|b| b.id == "bank-bin" && b.active_node == "B"))
         .await;
-    let on = r#"{"maintenance": true, "reason": "keep it where it is"}"#;
+    // Neither has had an admin change yet: both are at version 0.
+    let on = r#"{"maintenance": true, "reason": "keep it where it is", "version": 0}"#;
     assert_eq!(
         http(&lab, "PUT", "/api/v1/banks/bank-bcd/maintenance", Some(API_TOKEN), Some(on)).await.0,
         200

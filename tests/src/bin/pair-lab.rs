@@ -72,7 +72,7 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
                 "id": format!("app{n}"),
                 "netns": lab.ns(&format!("app{n}")),
                 "address": lab.app_addr(n).to_string(),
-                "management_url": format!("http://{}", lab.mgmt(n)),
+                "management_url": format!("https://{}", lab.mgmt(n)),
                 "config": lab.config_path(n).display().to_string(),
                 "active": n == active,
             })
@@ -90,7 +90,8 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
     let namespaces: Vec<String> = ["sw", "bank", "app1", "app2", "fo"].iter().map(|w| lab.ns(w)).collect();
     let description = json!({
         "vip": lab.vip().to_string(),
-        "api": {"token": token, "urls": [format!("http://{}", lab.mgmt(1)), format!("http://{}", lab.mgmt(2))]},
+        "api": {"token": token, "urls": [format!("https://{}", lab.mgmt(1)), format!("https://{}", lab.mgmt(2))],
+                "ca_cert": lab.opts.dir.join("tls/cert.pem").display().to_string()},
         "appliances": appliances,
         "banks": banks,
         "fo_nodes": [{"id": "A", "address": format!("10.213.{subnet}.20:7001")},
