@@ -333,6 +333,9 @@ struct Held {
     key: MatchKey,
     netmgmt: Option<NetMgmt>,
     mti: Mti,
+    /// For the bank's response to an FO-originated request: the node that had the
+    /// request and its correlation id.
+    fo_answer: Option<(NodeId, u64)>,
 }
 
 /// A bank request waiting for its node's response, by our correlation id.
@@ -586,7 +589,7 @@ impl Router {
         let active = spec.active;
         match mti.role() {
             Role::Request | Role::Notification | Role::Other if self.banks[b].held.is_some() => {
-                let held = Held { received: now, session, message, key, netmgmt, mti };
+                let held = Held { received: now, session, message, key, netmgmt, mti, fo_answer: None };
                 let queue = self.banks[b].held.as_mut().expect("checked");
                 queue.push_back(held);
                 if queue.len() == self.hold_limit {
@@ -597,7 +600,7 @@ impl Router {
                 now,
                 now,
                 bank,
-                Held { received: now, session, message, key, netmgmt, mti },
+                Held { received: now, session, message, key, netmgmt, mti, fo_answer: None },
             ),
             Role::Response => {
                 let response_code = msg.response_code().and_then(Result::ok).map(|rc| rc.0);
@@ -607,7 +610,29 @@ impl Router {
                     let request =
                         Answer { node: fo.node, session: fo.session, mti: fo.mti, sent_at: fo.sent_at };
                     self.answered(now, bank, Side::Node, request, fo.netmgmt.as_ref(), response_code);
-                    self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::empty(), message);
+                    if let Some(queue) = self.banks[b].held.as_mut() {
+                        // A switchover is under way: the node may have handed the request
+                        // over; the response goes, at release, to whichever node has it.
+                        let (key, fo_answer) = (slot.1, Some((fo.node, fo.correlation)));
+                        queue.push_back(Held {
+                            received: now,
+                            session,
+                            message,
+                            key,
+                            netmgmt: None,
+                            mti,
+                            fo_answer,
+                        });
+                    } else {
+                        self.send_to_node(
+                            fo.node,
+                            bank,
+                            session,
+                            fo.correlation,
+                            DataFlags::empty(),
+                            message,
+                        );
+                    }
                 } else if let Some(fo) = pop_front(&mut self.fo_expired, &slot) {
                     self.banks[b].counters.late += 1;
                     self.event(Event::Late { bank, node: fo.node, from: Side::Bank, key: slot.1 });
@@ -653,9 +678,9 @@ impl Router {
         self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
     }
 
-    /// Holds the bank's traffic towards the nodes (requests, notifications): it is
-    /// queued, in order, until [`Router::release`]. Responses to FO-originated
-    /// requests still go at once to the node that asked. Used by switchovers.
+    /// Holds the bank's traffic towards the nodes (requests, notifications, and
+    /// responses to FO-originated requests, which the old node may be handing over):
+    /// it is queued, in order, until [`Router::release`]. Used by switchovers.
     pub fn hold(&mut self, bank: BankIdx) {
         let held = &mut self.banks[usize::from(bank.0)].held;
         if held.is_none() {
@@ -668,13 +693,27 @@ impl Router {
         self.banks[usize::from(bank.0)].held.as_ref().map_or(0, VecDeque::len)
     }
 
-    /// Routes the bank to `to` and sends what was held, in order.
+    /// Routes the bank to `to` and sends what was held, in order. The
+    /// FO-originated requests of the old active node still waiting for the bank's
+    /// response now belong to `to` (a committed switchover handed them over, and in
+    /// a rolled-back one `to` is the old node): their responses go there, and so do
+    /// the held ones.
     pub fn release(&mut self, now: Instant, bank: BankIdx, to: NodeId) {
         let b = usize::from(bank.0);
-        self.banks[b].spec.active = to;
+        let old = std::mem::replace(&mut self.banks[b].spec.active, to);
+        if old != to {
+            for map in [&mut self.fo_pending, &mut self.fo_expired] {
+                for (_, queue) in map.iter_mut().filter(|((of, _), _)| *of == bank) {
+                    queue.iter_mut().filter(|p| p.node == old).for_each(|p| p.node = to);
+                }
+            }
+        }
         let Some(held) = self.banks[b].held.take() else { return };
         for h in held {
-            if h.mti.role() == Role::Request {
+            if let Some((node, correlation)) = h.fo_answer {
+                let node = if node == old { to } else { node };
+                self.send_to_node(node, bank, h.session, correlation, DataFlags::empty(), h.message);
+            } else if h.mti.role() == Role::Request {
                 self.forward_request(now, h.received, bank, h);
             } else {
                 self.banks[b].counters.unpaired_forwarded += 1;
