@@ -162,7 +162,7 @@ async fn fifty_banks_switch_ten_round_trips_then_fail_over_when_node_a_dies() {
 
     // Node A stops answering, so bank requests are surely in flight on it, then dies.
     lab.nodes[0].set_rules(vec!["delay=60000".parse().unwrap()]).unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_node(&lab.nodes[0], "requests held by node A", |s| s.inflight >= 10).await;
     lab.nodes[0].die().await;
     let a = lab.nodes[0].stats();
     let snap = lab
@@ -245,7 +245,10 @@ async fn fifty_banks_switch_ten_round_trips_then_fail_over_when_node_a_dies() {
     }
     assert_eq!(a.contexts_sent + b_stats.contexts_sent, contexts, "contexts the jobs reported");
     assert_eq!(a.contexts_received + b_stats.contexts_received, contexts);
-    // A's requests out when it died are the only ones without an answer at their node.
+    // A's requests out when it died are the only ones without an answer at the node
+    // that had them. A response that reaches the node that handed its request over
+    // (instead of the one that took it) shows here: answered at the old node, left in
+    // flight at the new one.
     let out_on_dead_a = a.originated_inflight;
     assert_eq!(
         a.originated_sent + b_stats.originated_sent,
