@@ -2,7 +2,8 @@
 //! turn), 3 sessions each, traffic both ways through the real `pups` and `mups`:
 //! bank requests (400/s in all) and requests the FO nodes originate (200/s in all,
 //! from whichever node is active for the bank). Every bank switches A→B→A ten
-//! times (force and drain in turn), then node A dies under load and every bank
+//! times (force and drain in turn; the nodes answer half the requests 50 ms late,
+//! so switchovers hand requests in flight over), then node A dies under load and every bank
 //! fails over to B automatically; A is restarted on its address and `mups`
 //! reconnects to it, with no failback.
 //!
@@ -31,6 +32,8 @@ const BANK_RATE: f64 = 8.0;
 const ORIGINATE_RATE: f64 = 4.0;
 const ROUND_TRIPS: usize = 10;
 const JOB_INTERVAL: Duration = Duration::from_millis(200);
+/// `request_timeout_ms` of every bank in `mups`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn request(from: &str, to: &str, mode: Mode, round: usize) -> SwitchRequest {
     SwitchRequest {
@@ -77,20 +80,25 @@ async fn fifty_banks_switch_ten_round_trips_then_fail_over_when_node_a_dies() {
     let started = std::time::Instant::now();
     let options = LabOptions {
         originate_on_reserve: true,
-        // Requests lost with node A are timed out by mups after this.
-        request_timeout_ms: 4_000,
+        // Requests lost are timed out by mups after this.
+        request_timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
         pause_origination: true,
     };
     let mut lab = Lab::start_with("fo-switch-50", generated_banks(BANKS, ORIGINATE_RATE), options).await;
 
+    // Both nodes answer financial requests (0200) 50 ms late, so that a switchover
+    // usually finds requests in flight on the old node and hands them over.
+    for node in &lab.nodes {
+        node.set_rules(vec!["mti=0200,delay=50".parse().unwrap()]).unwrap();
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runs = Vec::new();
     for b in &lab.banks {
         let cfg = BankSimConfig {
             sign_on: true,
             // Requests lost with node A wait this long at the bank, then the grace.
-            timeout: Duration::from_secs(3),
-            grace: Duration::from_secs(3),
+            timeout: Duration::from_millis(1_500),
+            grace: REQUEST_TIMEOUT,
             ..bank_sim_config(&lab, b, SESSIONS, BANK_RATE)
         };
         let mut stopped = stopped.clone();
@@ -98,6 +106,9 @@ async fn fifty_banks_switch_ten_round_trips_then_fail_over_when_node_a_dies() {
             let _ = stopped.wait_for(|s| *s).await;
         };
         runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, until))));
+        // Started one after the other, the banks' send schedules spread over a period
+        // instead of every bank sending at the same instants.
+        tokio::time::sleep(Duration::from_millis(7)).await;
     }
     lab.wait_until("every session signed on", |s| {
         s.banks.iter().all(|b| {
@@ -134,14 +145,20 @@ async fn fifty_banks_switch_ten_round_trips_then_fail_over_when_node_a_dies() {
             assert!(snap.banks.iter().all(|b| b.active_node == to), "round {round} → {to}: {snap:#?}");
         }
     }
+    let delayed: Vec<u64> = lab.nodes.iter().map(|n| n.stats().delayed).collect();
+    assert!(
+        contexts > 0,
+        "no switchover found a request in flight to hand over (delayed by A, B: {delayed:?})"
+    );
     eprintln!(
         "{} jobs of {BANKS} banks done after {:?}; {contexts} contexts handed over; longest hold {hold_max_us} µs",
         2 * ROUND_TRIPS,
         started.elapsed()
     );
 
-    // Nothing lost, late or misrouted so far.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Nothing lost, late or misrouted so far: every request sent before now has been
+    // answered or has timed out in mups by the end of this wait.
+    tokio::time::sleep(REQUEST_TIMEOUT + Duration::from_millis(300)).await;
     let before_kill = lab.snapshot().await;
     for b in &before_kill.banks {
         let c = &b.counters;
