@@ -394,11 +394,21 @@ pub async fn run(
                 let Some(input) = input else { return };
                 // One clock read per batch: the batch arrived together.
                 let now = now();
-                d.handle(now, input);
                 // Take what is already queued before acting: fewer wake-ups under load.
-                for _ in 0..255 {
-                    let Ok(more) = inputs.try_recv() else { break };
-                    d.handle(now, more);
+                let mut next = Some(input);
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    // A switchover sends SYNC_BEGIN at once, while DATA routed earlier in
+                    // the batch waits in the router's actions: send that DATA first, or
+                    // the old node would get a request after handing its requests over.
+                    if matches!(input, Input::Switch(..)) {
+                        d.drain().await;
+                    }
+                    d.handle(now, input);
+                    taken += 1;
+                    if taken < 256 {
+                        next = inputs.try_recv().ok();
+                    }
                 }
             }
             _ = sleep_until(deadline) => {

@@ -370,6 +370,9 @@ struct Held {
     key: MatchKey,
     netmgmt: Option<NetMgmt>,
     mti: Mti,
+    /// For the bank's response to an FO-originated request: the node that had the
+    /// request and its correlation id.
+    fo_answer: Option<(NodeId, u64)>,
 }
 
 /// A bank request waiting for its node's response, by our correlation id.
@@ -684,7 +687,7 @@ impl Router {
         let active = spec.active;
         match mti.role() {
             Role::Request | Role::Notification | Role::Other if self.banks[b].held.is_some() => {
-                let held = Held { received: now, session, message, key, netmgmt, mti };
+                let held = Held { received: now, session, message, key, netmgmt, mti, fo_answer: None };
                 let queue = self.banks[b].held.as_mut().expect("checked");
                 queue.push_back(held);
                 if queue.len() == self.hold_limit {
@@ -695,7 +698,7 @@ impl Router {
                 now,
                 now,
                 bank,
-                Held { received: now, session, message, key, netmgmt, mti },
+                Held { received: now, session, message, key, netmgmt, mti, fo_answer: None },
             ),
             Role::Response => {
                 let response_code = msg.response_code().and_then(Result::ok).map(|rc| rc.0);
@@ -705,7 +708,29 @@ impl Router {
                     let request =
                         Answer { node: fo.node, session: fo.session, mti: fo.mti, sent_at: fo.sent_at };
                     self.answered(now, bank, Side::Node, request, fo.netmgmt.as_ref(), response_code);
-                    self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::empty(), message);
+                    if let Some(queue) = self.banks[b].held.as_mut() {
+                        // A switchover is under way: the node may have handed the request
+                        // over; the response goes, at release, to whichever node has it.
+                        let (key, fo_answer) = (slot.1, Some((fo.node, fo.correlation)));
+                        queue.push_back(Held {
+                            received: now,
+                            session,
+                            message,
+                            key,
+                            netmgmt: None,
+                            mti,
+                            fo_answer,
+                        });
+                    } else {
+                        self.send_to_node(
+                            fo.node,
+                            bank,
+                            session,
+                            fo.correlation,
+                            DataFlags::empty(),
+                            message,
+                        );
+                    }
                 } else if let Some(fo) = pop_front(&mut self.fo_expired, &slot) {
                     self.banks[b].counters.late += 1;
                     self.event(Event::Late { bank, node: fo.node, from: Side::Bank, key: slot.1 });
@@ -758,9 +783,9 @@ impl Router {
         self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
     }
 
-    /// Holds the bank's traffic towards the nodes (requests, notifications): it is
-    /// queued, in order, until [`Router::release`]. Responses to FO-originated
-    /// requests still go at once to the node that asked. Used by switchovers.
+    /// Holds the bank's traffic towards the nodes (requests, notifications, and
+    /// responses to FO-originated requests, which the old node may be handing over):
+    /// it is queued, in order, until [`Router::release`]. Used by switchovers.
     pub fn hold(&mut self, bank: BankIdx) {
         let held = &mut self.banks[usize::from(bank.0)].held;
         if held.is_none() {
@@ -775,20 +800,33 @@ impl Router {
 
     /// Routes the bank to `to` and sends what was held, in order.
     ///
-    /// When the route moves, the bank's requests still in flight are now the new
-    /// node's: the switchover handed them over as contexts. Should the old node die
-    /// later, they are not its losses (no decline, no blame in the metrics).
+    /// When the route moves, what the old node had in flight for the bank is now
+    /// `to`'s (a committed switchover handed it over as contexts; in a rolled-back
+    /// one `to` is the old node): bank requests still waiting for an answer (should
+    /// the old node die later, they are not its losses: no decline, no blame in the
+    /// metrics), and FO-originated requests waiting for the bank's response, whose
+    /// responses (and the held ones) go to `to`.
     pub fn release(&mut self, now: Instant, bank: BankIdx, to: NodeId) {
         let b = usize::from(bank.0);
-        let from = std::mem::replace(&mut self.banks[b].spec.active, to);
-        if from != to && self.banks[b].inflight > 0 {
-            for p in self.pending.values_mut().filter(|p| p.bank == bank && p.node == from) {
-                p.node = to;
+        let old = std::mem::replace(&mut self.banks[b].spec.active, to);
+        if old != to {
+            if self.banks[b].inflight > 0 {
+                for p in self.pending.values_mut().filter(|p| p.bank == bank && p.node == old) {
+                    p.node = to;
+                }
+            }
+            for map in [&mut self.fo_pending, &mut self.fo_expired] {
+                for (_, queue) in map.iter_mut().filter(|((of, _), _)| *of == bank) {
+                    queue.iter_mut().filter(|p| p.node == old).for_each(|p| p.node = to);
+                }
             }
         }
         let Some(held) = self.banks[b].held.take() else { return };
         for h in held {
-            if h.mti.role() == Role::Request {
+            if let Some((node, correlation)) = h.fo_answer {
+                let node = if node == old { to } else { node };
+                self.send_to_node(node, bank, h.session, correlation, DataFlags::empty(), h.message);
+            } else if h.mti.role() == Role::Request {
                 self.forward_request(now, h.received, bank, h);
             } else {
                 self.banks[b].counters.unpaired_forwarded += 1;

@@ -74,6 +74,10 @@ fn to_bank_data(correlation_id: u64, session_id: u64, message: Bytes) -> Data {
     }
 }
 
+fn to_node_data(correlation_id: u64, session_id: u64, message: Bytes) -> Data {
+    Data { direction: Direction::ToNode, ..to_bank_data(correlation_id, session_id, message) }
+}
+
 /// The one ToNode action among `acts`.
 fn sent_to_node(acts: &[Action]) -> (NodeId, Data) {
     let mut found = acts.iter().filter_map(|a| match a {
@@ -251,6 +255,51 @@ fn fo_originated_request_reaches_a_session_and_its_response_returns_to_the_sende
     let (node, data) = sent_to_node(&actions(&mut r));
     assert_eq!((node, data.flags), (A, DataFlags::UNMATCHED));
     assert_eq!(r.counters(BANK).unmatched_from_bank, 1);
+}
+
+#[test]
+fn responses_to_fo_requests_follow_a_switchover_to_the_node_that_took_them_over() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    let fo_auth = |stan: &str| msg("0100", &[(11, stan), (41, "FOSIM001")]);
+    let fo_resp = |stan: &str| msg("0110", &[(11, stan), (39, "00"), (41, "FOSIM001")]);
+    // A, the active node, has two requests out at the bank; B one of its own.
+    r.from_node(t0, A, to_bank_data(11, 0, fo_auth("000011")));
+    r.from_node(t0, A, to_bank_data(12, 0, fo_auth("000012")));
+    r.from_node(t0, B, to_bank_data(21, 0, fo_auth("000021")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 3);
+
+    // The switchover holds the bank: A is handing its requests over to B, so the
+    // bank's answer waits, and goes to B once B has the bank.
+    r.hold(BANK);
+    r.from_bank(t0, BANK, 1, fo_resp("000011"));
+    r.from_bank(t0, BANK, 1, fo_resp("000021"));
+    let acts = actions(&mut r);
+    assert!(!acts.iter().any(|a| matches!(a, Action::ToNode { .. })), "held until the cut");
+    assert_eq!((r.held(BANK), r.counters(BANK).fo_responses_to_node), (2, 2));
+    r.release(t0, BANK, B);
+    let sent: Vec<(NodeId, u64)> = actions(&mut r)
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToNode { node, data } => Some((*node, data.correlation_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![(B, 11), (B, 21)]);
+    // After the cut, the answer to A's other request goes to B too.
+    r.from_bank(t0, BANK, 1, fo_resp("000012"));
+    assert_eq!(sent_to_node(&actions(&mut r)), (B, to_node_data(12, 1, fo_resp("000012"))));
+
+    // A rolled-back switchover (released to the node the bank was on) changes nothing.
+    r.from_node(t0, B, to_bank_data(13, 0, fo_auth("000013")));
+    actions(&mut r);
+    r.hold(BANK);
+    r.from_bank(t0, BANK, 1, fo_resp("000013"));
+    assert!(!actions(&mut r).iter().any(|a| matches!(a, Action::ToNode { .. })));
+    r.release(t0, BANK, B);
+    assert_eq!(sent_to_node(&actions(&mut r)), (B, to_node_data(13, 1, fo_resp("000013"))));
+    assert_eq!(r.counters(BANK).fo_timeouts, 0);
 }
 
 #[test]

@@ -84,10 +84,13 @@ impl PairOptions {
     /// Defaults for a test: names and subnet from the process id, binaries next to
     /// the running executable (`target/<profile>`).
     pub fn for_test(name: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let pid = std::process::id();
+        // Several labs of one test process (and of several) must not share names or addresses.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
-            prefix: format!("p{}", pid % 100_000),
-            subnet: 20 + (pid % 200) as u8,
+            prefix: format!("p{}{n}", pid % 10_000),
+            subnet: 20 + ((pid * 7 + n) % 200) as u8,
             dir: std::env::temp_dir().join(format!("pair-{name}-{pid}")),
             keep_dir: false,
             bin_dir: bin_dir(),

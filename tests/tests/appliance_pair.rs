@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 use e2e::pair::{PairLab, PairOptions};
 use serde_json::Value;
 
+/// One pair lab at a time: each runs eight daemons and the bank simulators, and
+/// the machine has two cores.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lab(name: &str) -> (std::sync::MutexGuard<'static, ()>, PairLab) {
+    let guard = ONE_LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    (guard, PairLab::up(PairOptions::for_test(name)).unwrap())
+}
+
 /// Starts a planned switchover on the active appliance and waits for both sides
 /// to report it finished; returns the active side's outcome.
 fn switchover(lab: &PairLab, active: usize, reason: &str) -> Value {
@@ -61,7 +70,7 @@ fn assert_clean_banks(lab: &mut PairLab) -> u64 {
 
 #[test]
 fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
-    let mut lab = PairLab::up(PairOptions::for_test("ten")).unwrap();
+    let (_one, mut lab) = lab("ten");
     let mut active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let before: Vec<_> = ["app1", "app2"].iter().map(|ns| (ns.to_string(), lab.nstat(ns).unwrap())).collect();
     // 4 banks × 50 sessions = 200 sessions, 4 × 80 = 320 requests/s.
@@ -85,7 +94,7 @@ fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
 
 #[test]
 fn a_twin_in_maintenance_refuses_and_the_active_serves_on() {
-    let mut lab = PairLab::up(PairOptions::for_test("refuse")).unwrap();
+    let (_one, mut lab) = lab("refuse");
     let active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let standby = 3 - active;
     lab.start_bank_sims(10, 50.0, Duration::from_secs(6)).unwrap();
@@ -109,7 +118,7 @@ fn a_twin_in_maintenance_refuses_and_the_active_serves_on() {
 
 #[test]
 fn a_twin_that_dies_mid_transfer_leaves_the_active_serving() {
-    let mut lab = PairLab::up(PairOptions::for_test("dies")).unwrap();
+    let (_one, mut lab) = lab("dies");
     let active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let standby = 3 - active;
     lab.start_bank_sims(25, 50.0, Duration::from_secs(8)).unwrap();
@@ -138,7 +147,7 @@ fn a_twin_that_dies_mid_transfer_leaves_the_active_serving() {
 
 #[test]
 fn when_the_vip_does_not_move_the_active_takes_it_back_and_serves_on() {
-    let mut lab = PairLab::up(PairOptions::for_test("stays")).unwrap();
+    let (_one, mut lab) = lab("stays");
     let active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let standby = 3 - active;
     lab.start_bank_sims(10, 20.0, Duration::from_secs(12)).unwrap();
