@@ -78,6 +78,9 @@ pub struct PairOptions {
     pub token: String,
     /// Management listener port on each appliance.
     pub http_port: u16,
+    /// Creates the console user `admin` (role admin) on both appliances with this
+    /// password (users are per appliance; they are not replicated).
+    pub admin_password: Option<String>,
 }
 
 impl PairOptions {
@@ -97,6 +100,7 @@ impl PairOptions {
             banks: pair_banks(),
             token: "pair-token".into(),
             http_port: 9100,
+            admin_password: None,
         }
     }
 }
@@ -328,6 +332,16 @@ impl PairLab {
             std::fs::write(self.config_path(n), self.config(n)).map_err(|e| e.to_string())?;
             let ns = self.ns(&format!("app{n}"));
             let cfg = self.config_path(n).display().to_string();
+            if let Some(password) = &self.opts.admin_password {
+                let file = dir.join("admin.password");
+                std::fs::write(&file, format!("{password}\n")).map_err(|e| e.to_string())?;
+                run(Command::new(self.bin("mups"))
+                    .args(["user", "add", "--role", "admin", "--name", "admin", "--state-dir"])
+                    .arg(dir.join("state"))
+                    .arg("--password-file")
+                    .arg(&file))?;
+                let _ = std::fs::remove_file(&file);
+            }
             self.spawn(
                 &format!("app{n}-pups"),
                 &ns,

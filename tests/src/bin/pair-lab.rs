@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! pair-lab up   --dir lab/out [--subnet 10] [--token T] [--rate 25] [--sessions 2]
+//!               [--admin-password-file F]
 //! pair-lab down --dir lab/out
 //! ```
 
@@ -51,6 +52,9 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
         banks: pair_banks(),
         token: token.clone(),
         http_port: 9100,
+        admin_password: arg(args, "--admin-password-file")
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|p| p.trim_end().to_owned()),
     };
     let mut lab = match PairLab::up(opts) {
         Ok(lab) => lab,
