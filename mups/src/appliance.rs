@@ -435,11 +435,16 @@ impl Appliance {
                 connected: self.twin_up,
                 rtt_micros: self.rtt.map(|d| d.as_micros() as u64),
             }),
-            replication: ReplicationView {
-                seq: self.seq,
-                acked: self.acked,
-                lag_changes: self.seq.saturating_sub(self.acked),
-                lag_ms: self.unacked_since.map_or(0, |t| t.elapsed().as_millis() as u64),
+            // The standby's `seq` is what it applied: it owes no acknowledgement.
+            replication: if self.role == Role::Active {
+                ReplicationView {
+                    seq: self.seq,
+                    acked: self.acked,
+                    lag_changes: self.seq.saturating_sub(self.acked),
+                    lag_ms: self.unacked_since.map_or(0, |t| t.elapsed().as_millis() as u64),
+                }
+            } else {
+                ReplicationView { seq: self.seq, acked: self.seq, lag_changes: 0, lag_ms: 0 }
             },
             switchover: self
                 .handing
