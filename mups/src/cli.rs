@@ -32,6 +32,29 @@ pub enum Command {
     /// keepalived integration (the appliance pair's VIP).
     #[command(subcommand)]
     Keepalived(KeepalivedCommand),
+    /// TLS for the management listener.
+    #[command(subcommand)]
+    Tls(TlsCommand),
+}
+
+/// `mups tls …`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Write a self-signed certificate (cert.pem) and its key (key.pem, mode 0600) for the
+    /// given host names and addresses: for labs and tests. Browsers warn about it; use a
+    /// certificate from your CA in production. Point [mups] tls_cert and tls_key at the files.
+    SelfSigned(SelfSignedArgs),
+}
+
+/// Arguments of `mups tls self-signed`.
+#[derive(Debug, Args)]
+pub struct SelfSignedArgs {
+    /// Directory to write cert.pem and key.pem into (created if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DNS name or IP address the certificate is for; repeat for several.
+    #[arg(long = "host", required = true)]
+    pub hosts: Vec<String>,
 }
 
 /// `mups keepalived …`

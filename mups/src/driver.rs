@@ -26,7 +26,8 @@ use crate::metrics::{
 };
 use crate::persist::{BankRoute, FORMAT_VERSION, NodeAdmin, RouteState};
 use crate::switching::{
-    ApiEvent, BankResult, BankSelection, Job, OutcomeView, SwitchRequest, node_input, phase_name,
+    ApiEvent, BankResult, BankSelection, BankStats, Job, NodeStats, OutcomeView, SwitchRequest, node_input,
+    phase_name,
 };
 
 /// What the links and the API tell the router.
@@ -62,8 +63,21 @@ pub enum Input {
     Job(u64, oneshot::Sender<Option<Job>>),
     /// The API asks for the most recent jobs, newest first.
     Jobs(usize, oneshot::Sender<Vec<Job>>),
-    /// The API sets or clears a maintenance flag; the reply is `Ok` or why not.
-    Maintenance(MaintenanceRequest, oneshot::Sender<Result<(), String>>),
+    /// The API sets or clears a maintenance flag; the reply is the target's new version, or why not.
+    Maintenance(MaintenanceRequest, oneshot::Sender<Result<u64, MaintenanceError>>),
+    /// This appliance became active (it holds the VIP) or standby.
+    Role(bool),
+    /// Bank requests in flight, all banks (quiescing for an appliance switchover).
+    InflightTotal(oneshot::Sender<u64>),
+    /// The in-flight tables, for the twin.
+    ExportInflight(oneshot::Sender<proto::router::InflightTables>),
+    /// The twin's in-flight tables, taken over; the reply is how many entries were skipped.
+    ImportInflight(Box<proto::router::InflightTables>, oneshot::Sender<usize>),
+    /// The active twin's routes, intent and maintenance flags (replication).
+    ApplyRoutes(RouteState),
+    /// From now on, nodes' DATA goes to this channel instead of the router (the
+    /// sessions are frozen for the twin; `None` ends it).
+    Divert(Option<mpsc::UnboundedSender<(NodeId, Data)>>),
 }
 
 /// A maintenance flag to set or clear.
@@ -75,6 +89,31 @@ pub struct MaintenanceRequest {
     pub on: bool,
     /// Why (logged).
     pub reason: String,
+    /// The target's version the caller last saw: a different current version refuses the
+    /// change (optimistic concurrency, so two operators cannot silently undo each other).
+    /// `None` skips the check (internal callers that own the decision).
+    pub version: Option<u64>,
+}
+
+/// Why a maintenance change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MaintenanceError {
+    /// No such bank or node.
+    #[error("no {kind} {id:?}")]
+    NotFound {
+        /// `bank` or `FO node`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The caller's version is stale.
+    #[error("version {given} is stale: the current version is {current} (re-read and retry)")]
+    Conflict {
+        /// Version the caller sent.
+        given: u64,
+        /// Version now.
+        current: u64,
+    },
 }
 
 /// What a maintenance flag is on.
@@ -100,8 +139,11 @@ pub struct DriverConfig {
     pub bank_names: Vec<String>,
     /// State kept from the last run: applied to the router at start.
     pub restored: Option<RouteState>,
-    /// Where route, intent and maintenance changes are published for the writer.
-    pub persist: Option<watch::Sender<RouteState>>,
+    /// Where route, intent and maintenance changes are published (the routes file
+    /// writer and the replication to the twin listen).
+    pub routes: watch::Sender<RouteState>,
+    /// Whether this appliance starts active (no twin: always).
+    pub active: bool,
     /// The API's event stream.
     pub events: broadcast::Sender<ApiEvent>,
 }
@@ -138,6 +180,8 @@ pub struct NodeView {
     pub maintenance: bool,
     /// Banks routed to it.
     pub banks_active: usize,
+    /// Bumped by every admin change (maintenance): the `version` a change must carry.
+    pub version: u64,
 }
 
 /// One bank.
@@ -162,6 +206,9 @@ pub struct BankView {
     pub inflight: u64,
     /// Live sessions.
     pub sessions: Vec<SessionView>,
+    /// Bumped by every admin change (intent, maintenance): the `version` a maintenance
+    /// change must carry.
+    pub version: u64,
     /// Counters.
     pub counters: proto::router::BankCounters,
 }
@@ -203,6 +250,13 @@ struct Driver {
     intent: Vec<NodeId>,
     bank_maintenance: Vec<bool>,
     node_maintenance: Vec<bool>,
+    /// Admin-change counters (optimistic concurrency), by bank and by node. Not persisted:
+    /// a restart starts them again at 0, and a client holding an older number gets a
+    /// conflict or, rarely, a match by chance on a state it had read anyway.
+    bank_version: Vec<u64>,
+    node_version: Vec<u64>,
+    /// Gauge ticks, for the stats event every other tick.
+    ticks: u64,
     health: Vec<NodeHealth>,
     flap: FlapPolicy,
     /// When automatic failback last tried each bank (a rolled-back attempt is not
@@ -211,7 +265,11 @@ struct Driver {
     /// Messages both ways per bank, sampled at each gauge tick, for `rate_per_s`.
     rate_samples: Vec<VecDeque<(Instant, u64)>>,
     events: broadcast::Sender<ApiEvent>,
-    persist: Option<watch::Sender<RouteState>>,
+    routes: watch::Sender<RouteState>,
+    /// Standby: no automatic moves, no switch jobs (the active twin decides).
+    active: bool,
+    /// Nodes' DATA diverted to the appliance task (see [`Input::Divert`]).
+    divert: Option<mpsc::UnboundedSender<(NodeId, Data)>>,
     /// Routes, intent or maintenance changed since last published.
     routes_dirty: bool,
     started: Instant,
@@ -301,12 +359,17 @@ pub async fn run(
         intent,
         bank_maintenance,
         node_maintenance,
+        bank_version: vec![0; banks],
+        node_version: vec![0; nodes],
+        ticks: 0,
         health: vec![NodeHealth::new(); nodes],
         flap: cfg.flap,
         last_failback: vec![None; banks],
         rate_samples: vec![VecDeque::new(); banks],
         events: cfg.events,
-        persist: cfg.persist,
+        routes: cfg.routes,
+        active: cfg.active,
+        divert: None,
         routes_dirty: true,
         started: now(),
         absent_checked: false,
@@ -331,11 +394,21 @@ pub async fn run(
                 let Some(input) = input else { return };
                 // One clock read per batch: the batch arrived together.
                 let now = now();
-                d.handle(now, input);
                 // Take what is already queued before acting: fewer wake-ups under load.
-                for _ in 0..255 {
-                    let Ok(more) = inputs.try_recv() else { break };
-                    d.handle(now, more);
+                let mut next = Some(input);
+                let mut taken = 0;
+                while let Some(input) = next.take() {
+                    // A switchover sends SYNC_BEGIN at once, while DATA routed earlier in
+                    // the batch waits in the router's actions: send that DATA first, or
+                    // the old node would get a request after handing its requests over.
+                    if matches!(input, Input::Switch(..)) {
+                        d.drain().await;
+                    }
+                    d.handle(now, input);
+                    taken += 1;
+                    if taken < 256 {
+                        next = inputs.try_recv().ok();
+                    }
                 }
             }
             _ = sleep_until(deadline) => {
@@ -351,6 +424,10 @@ pub async fn run(
             }
             _ = gauges.tick() => {
                 d.update_gauges();
+                d.ticks += 1;
+                if d.ticks % 2 == 0 {
+                    d.send_stats(now());
+                }
                 d.write_off_absent_nodes();
                 d.fail_back(now());
             }
@@ -420,7 +497,7 @@ impl Driver {
                 if self.health[usize::from(node.0)].link(now, true, &self.flap) {
                     self.node_event(now, node);
                 }
-                if self.auto_failover {
+                if self.auto_failover && self.active {
                     self.recover_stranded(node);
                 }
             }
@@ -444,7 +521,7 @@ impl Driver {
                     }
                     self.pump_switch(now, bank);
                 }
-                if self.auto_failover {
+                if self.auto_failover && self.active {
                     self.fail_over(node);
                 }
             }
@@ -469,7 +546,13 @@ impl Driver {
             Input::Jobs(limit, reply) => {
                 let _ = reply.send(self.jobs.values().rev().take(limit).cloned().collect());
             }
-            Input::NodeData(node, data) => self.router.from_node(now, node, data),
+            Input::NodeData(node, data) => match &self.divert {
+                Some(tx) => {
+                    let _ = tx.send((node, data));
+                }
+                None => self.router.from_node(now, node, data),
+            },
+            Input::Divert(tx) => self.divert = tx,
             Input::PupsAttached => {
                 self.pups_attached = true;
                 self.confirmed.clear();
@@ -516,26 +599,120 @@ impl Driver {
             Input::Maintenance(req, reply) => {
                 let _ = reply.send(self.set_maintenance(now, req));
             }
+            Input::Role(active) => {
+                if self.active != active {
+                    info!(active, "appliance role");
+                }
+                self.active = active;
+                if active {
+                    // A fresh start of the grace for nodes that have not connected yet.
+                    self.started = now;
+                    self.absent_checked = false;
+                }
+            }
+            Input::InflightTotal(reply) => {
+                let _ = reply.send(self.router.banks().map(|b| self.router.inflight(b)).sum());
+            }
+            Input::ExportInflight(reply) => {
+                let _ = reply.send(self.router.export_inflight(now));
+            }
+            Input::ImportInflight(tables, reply) => {
+                let skipped = self.router.import_inflight(now, &tables);
+                if skipped > 0 {
+                    warn!(skipped, "in-flight entries from the twin name banks or nodes we do not have");
+                }
+                let _ = reply.send(skipped);
+            }
+            Input::ApplyRoutes(state) => self.apply_routes(state),
         }
     }
 
-    fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<(), String> {
+    /// The active twin's admin state, replicated: routes, intent, maintenance.
+    fn apply_routes(&mut self, state: RouteState) {
+        if self.active {
+            warn!("replicated routes received while active: ignored");
+            return;
+        }
+        let mut intent = self.intent.clone();
+        let mut bank_maint = self.bank_maintenance.clone();
+        let mut node_maint = self.node_maintenance.clone();
+        apply_restored(&mut self.router, &state, &mut intent, &mut bank_maint, &mut node_maint);
+        self.intent = intent;
+        self.bank_maintenance = bank_maint;
+        self.node_maintenance = node_maint;
+        self.routes_dirty = true;
+    }
+
+    fn set_maintenance(&mut self, now: Instant, req: MaintenanceRequest) -> Result<u64, MaintenanceError> {
+        let check = |current: u64| match req.version {
+            Some(given) if given != current => Err(MaintenanceError::Conflict { given, current }),
+            _ => Ok(()),
+        };
         match &req.target {
             MaintenanceTarget::Bank(id) => {
-                let bank = self.router.bank(id).ok_or_else(|| format!("no bank {id:?}"))?;
-                self.bank_maintenance[usize::from(bank.0)] = req.on;
+                let bank = self
+                    .router
+                    .bank(id)
+                    .ok_or_else(|| MaintenanceError::NotFound { kind: "bank", id: id.clone() })?;
+                let b = usize::from(bank.0);
+                check(self.bank_version[b])?;
+                self.bank_maintenance[b] = req.on;
+                self.bank_version[b] += 1;
                 info!(bank = %id, maintenance = req.on, reason = %req.reason, "bank maintenance flag");
                 self.route_changed(bank);
+                Ok(self.bank_version[b])
             }
             MaintenanceTarget::Node(name) => {
-                let node = self.node_id(name).ok_or_else(|| format!("no FO node {name:?}"))?;
-                self.node_maintenance[usize::from(node.0)] = req.on;
+                let node = self
+                    .node_id(name)
+                    .ok_or_else(|| MaintenanceError::NotFound { kind: "FO node", id: name.clone() })?;
+                let n = usize::from(node.0);
+                check(self.node_version[n])?;
+                self.node_maintenance[n] = req.on;
+                self.node_version[n] += 1;
                 info!(node = %name, maintenance = req.on, reason = %req.reason, "node maintenance flag");
                 self.routes_dirty = true;
                 self.node_event(now, node);
+                Ok(self.node_version[n])
             }
         }
-        Ok(())
+    }
+
+    /// The console's live numbers, pushed so that it never polls: per bank the rate,
+    /// requests in flight and session counts by state, per node the link and RTT.
+    fn send_stats(&self, now: Instant) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let banks = self
+            .router
+            .banks()
+            .map(|bank| {
+                let sessions = self.router.sessions(bank, now);
+                let count =
+                    |state: &str| sessions.iter().filter(|s| app_state_name(s.app_state) == state).count();
+                BankStats {
+                    id: self.router.bank_id(bank).to_owned(),
+                    rate_per_s: (self.rate(bank) * 10.0).round() / 10.0,
+                    inflight: self.router.inflight(bank),
+                    sessions_up: sessions.len(),
+                    signed_on: count("signed_on"),
+                    echo_failing: count("echo_failing"),
+                    idle_secs: sessions.iter().map(|s| s.idle_secs).reduce(f64::min),
+                    since_echo_secs: sessions.iter().filter_map(|s| s.since_echo_secs).reduce(f64::min),
+                }
+            })
+            .collect();
+        let nodes = self
+            .router
+            .nodes()
+            .map(|(node, name, up)| NodeStats {
+                id: name.to_owned(),
+                up,
+                rtt_micros: self.rtt[usize::from(node.0)].map(|d| d.as_micros() as u64),
+            })
+            .collect();
+        let _ = self.events.send(ApiEvent::Stats { banks, nodes, switches_running: self.switches.len() });
     }
 
     fn node_event(&self, now: Instant, node: NodeId) {
@@ -563,7 +740,6 @@ impl Driver {
 
     fn publish_routes(&mut self) {
         self.routes_dirty = false;
-        let Some(persist) = &self.persist else { return };
         let banks = self
             .router
             .banks()
@@ -584,7 +760,12 @@ impl Driver {
                 (name.to_owned(), NodeAdmin { maintenance: self.node_maintenance[usize::from(n.0)] })
             })
             .collect();
-        persist.send_replace(RouteState { version: FORMAT_VERSION, banks, nodes });
+        let state = RouteState { version: FORMAT_VERSION, banks, nodes };
+        self.routes.send_if_modified(|old| {
+            let changed = *old != state;
+            *old = state;
+            changed
+        });
     }
 
     async fn drain(&mut self) {
@@ -634,6 +815,9 @@ impl Driver {
         };
         if req.reason.trim().is_empty() {
             return Err("a reason is required".into());
+        }
+        if !self.active {
+            return Err("this appliance is standby: switch banks on the active one".into());
         }
         if self.node_maintenance[usize::from(to.0)] {
             return Err(format!("node {} is in maintenance: clear the flag first", req.to));
@@ -686,6 +870,7 @@ impl Driver {
             // The operator's choice is the bank's admin intent, whatever becomes of the switch.
             if self.intent[usize::from(bank.0)] != to {
                 self.intent[usize::from(bank.0)] = to;
+                self.bank_version[usize::from(bank.0)] += 1;
                 self.route_changed(bank);
             }
         }
@@ -823,7 +1008,11 @@ impl Driver {
     /// Nodes that never came up after start are written off once the grace
     /// period is over: their banks move as if the node had died.
     fn write_off_absent_nodes(&mut self) {
-        if !self.auto_failover || self.absent_checked || self.started.elapsed() < STARTUP_GRACE {
+        if !self.auto_failover
+            || !self.active
+            || self.absent_checked
+            || self.started.elapsed() < STARTUP_GRACE
+        {
             return;
         }
         self.absent_checked = true;
@@ -849,7 +1038,7 @@ impl Driver {
     /// with it down, an immediate move. A rolled-back attempt is retried only after
     /// `failback_after` again.
     fn fail_back(&mut self, now: Instant) {
-        if !self.auto_failback {
+        if !self.auto_failback || !self.active {
             return;
         }
         let mut by_target: BTreeMap<NodeId, Vec<BankIdx>> = BTreeMap::new();
@@ -1252,6 +1441,7 @@ impl Driver {
                             .banks()
                             .filter(|&b| self.router.active_node(b) == node)
                             .count(),
+                        version: self.node_version[usize::from(node.0)],
                     }
                 })
                 .collect(),
@@ -1269,6 +1459,7 @@ impl Driver {
                     inflight: self.router.inflight(bank),
                     sessions: self.router.sessions(bank, now),
                     counters: self.router.counters(bank).clone(),
+                    version: self.bank_version[usize::from(bank.0)],
                 })
                 .collect(),
         }

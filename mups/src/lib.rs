@@ -8,10 +8,14 @@
 //! - [`node_link`]: one FO node link (HELLO, heartbeats, DATA, reconnect).
 //! - [`local_link`]: the local link to `pups` (control and data channels).
 //! - [`link`]: what both links share (codec, HELLO exchange, loss-free outbox, backoff).
+//! - [`appliance`]: the appliance pair: role from keepalived, the peer link's
+//!   replication, the planned switchover on either side.
+//! - [`peer`]: the peer link to the twin's `mups`.
 //! - [`auth`]: access control: users, roles, sessions, API tokens, login throttling, the
 //!   hash-chained audit log, and the axum guard and routes for them.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` routes (state,
 //!   banks, nodes, switch jobs, maintenance flags, the event stream).
+//! - [`tls`]: rustls for the management listener; `mups tls self-signed`.
 //! - [`persist`]: routes, admin intent and maintenance flags kept across restarts.
 //! - [`metrics`]: the Prometheus metric set.
 //! - [`switching`]: FO switchover jobs (requests, per-bank results) around
@@ -25,6 +29,7 @@
 //!   file through which `mups` puts its appliance in FAULT.
 #![forbid(unsafe_code)]
 
+pub mod appliance;
 pub mod auth;
 pub mod cli;
 pub mod driver;
@@ -35,7 +40,9 @@ pub mod link;
 pub mod local_link;
 pub mod metrics;
 pub mod node_link;
+pub mod peer;
 pub mod persist;
 pub mod runtime;
 pub mod switching;
+pub mod tls;
 pub mod vrrp;

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use proto::fo_link::{
-    Channel, CloseSession, Data, FoMessage, LinkChannel, PeerRole, SessionPause, SessionResume,
+    Channel, CloseSession, Data, FoMessage, Handover, LinkChannel, PeerRole, SessionPause, SessionResume,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
@@ -30,6 +30,8 @@ pub enum ToPups {
     Pause(SessionPause),
     /// Read a session again (control channel).
     Resume(SessionResume),
+    /// A step of an appliance switchover (control channel).
+    Handover(Handover),
 }
 
 /// Settings of the local link.
@@ -46,6 +48,7 @@ pub async fn run(
     cfg: LocalLinkConfig,
     mut outbound: mpsc::Receiver<ToPups>,
     to_router: mpsc::Sender<Input>,
+    handovers: mpsc::Sender<Handover>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("pups_link", path = %cfg.path.display());
@@ -56,8 +59,8 @@ pub async fn run(
         let mut was_attached = false;
         loop {
             let result = tokio::select! {
-                r = serve(&cfg, &mut outbound, &mut data_out, &mut control_out, &to_router, &mut backoff,
-                          &mut was_attached) => r,
+                r = serve(&cfg, &mut outbound, &mut data_out, &mut control_out, &to_router, &handovers,
+                          &mut backoff, &mut was_attached) => r,
                 _ = shutdown.changed() => return,
             };
             if let Err(e) = &result {
@@ -114,6 +117,7 @@ async fn serve(
     data_out: &mut Outbox,
     control_out: &mut Outbox,
     to_router: &mpsc::Sender<Input>,
+    handovers: &mpsc::Sender<Handover>,
     backoff: &mut Backoff,
     attached: &mut bool,
 ) -> Result<(), LinkError> {
@@ -138,10 +142,14 @@ async fn serve(
                     control_out.flush(&mut control_w).await?;
                 }
                 FoMessage::HeartbeatAck(_) => heartbeats.acked(),
+                FoMessage::Handover(h) => { let _ = handovers.send(h).await; }
                 other => return Err(LinkError::Rules(format!("{} is not valid on the control channel", other.kind()))),
             },
             msg = link::next(&mut data_r) => match msg? {
                 FoMessage::Data(data) => { let _ = to_router.send(Input::BankData(data)).await; }
+                // On the data channel, a HANDOVER reply (QUIESCED) comes after every
+                // DATA read before it: the router has them when the reply arrives.
+                FoMessage::Handover(h) => { let _ = handovers.send(h).await; }
                 other => return Err(LinkError::Rules(format!("{} is not valid on the data channel", other.kind()))),
             },
             Some(first) = outbound.recv() => {
@@ -153,6 +161,7 @@ async fn serve(
                         ToPups::Close(c) => control_out.push(FoMessage::CloseSession(c))?,
                         ToPups::Pause(p) => control_out.push(FoMessage::SessionPause(p))?,
                         ToPups::Resume(r) => control_out.push(FoMessage::SessionResume(r))?,
+                        ToPups::Handover(h) => control_out.push(FoMessage::Handover(h))?,
                     }
                     n += 1;
                     if n < MAX_BATCH {

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use mups::cli::{Cli, Command, ConfigArgs, DecodeArgs, IsoCommand, KeepalivedCommand, RenderArgs};
+use mups::cli::{
+    Cli, Command, ConfigArgs, DecodeArgs, IsoCommand, KeepalivedCommand, RenderArgs, TlsCommand,
+};
 use mups::iso_tool::{self, DecodeOptions};
 use proto::config::ApplianceConfig;
 use proto::frame::{ETX, FrameConfig};
@@ -31,6 +33,12 @@ fn main() -> ExitCode {
         Command::Keepalived(KeepalivedCommand::Render(args)) => keepalived_render(&args),
         Command::User(cmd) => mups::auth::admin_cli::user(cmd),
         Command::Audit(cmd) => mups::auth::admin_cli::audit(cmd),
+        Command::Tls(TlsCommand::SelfSigned(args)) => mups::tls::self_signed(&args.out, &args.hosts)
+            .map(|files| {
+                println!("{}\n{}", files.cert.display(), files.key.display());
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

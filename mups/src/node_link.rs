@@ -30,11 +30,13 @@ pub struct NodeLinkConfig {
 }
 
 /// Runs the link until shutdown. Messages for the node arrive on `outbound`; what the
-/// node sends goes to the router as [`Input`]s.
+/// node sends goes to the router as [`Input`]s. The link is kept only while
+/// `enabled` is true (a standby appliance does not talk to the nodes).
 pub async fn run(
     cfg: NodeLinkConfig,
     mut outbound: mpsc::Receiver<FoMessage>,
     to_router: mpsc::Sender<Input>,
+    mut enabled: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!("node", node = %cfg.name, address = %cfg.address);
@@ -42,8 +44,19 @@ pub async fn run(
         let mut backoff = cfg.link.backoff;
         let mut outbox = Outbox::default();
         loop {
+            if !*enabled.borrow_and_update() {
+                // Standby: what was queued for the nodes is not ours to send any more.
+                outbox.reset();
+                while outbound.try_recv().is_ok() {}
+                tokio::select! {
+                    r = enabled.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
             let result = tokio::select! {
                 r = serve(&cfg, &mut outbound, &mut outbox, &to_router, &mut backoff) => r,
+                _ = enabled.wait_for(|on| !on) => Err(LinkError::Rules("standby: link closed".into())),
                 _ = shutdown.changed() => return,
             };
             if let Err(e) = &result {

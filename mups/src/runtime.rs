@@ -11,12 +11,14 @@ use proto::router::{NodeId, Router};
 use tokio::sync::{broadcast, mpsc, watch};
 use tracing::info;
 
+use crate::appliance::{self, ApplianceIo, ApplianceSettings};
 use crate::driver::{self, DriverConfig, Outputs};
-use crate::http::{self, AppState};
+use crate::http;
 use crate::link::{Backoff, LinkSettings};
 use crate::local_link::{self, LocalLinkConfig};
 use crate::metrics::Metrics;
 use crate::node_link::{self, NodeLinkConfig};
+use crate::peer::{self, PeerConfig};
 use crate::persist;
 
 /// Queue sizes between tasks: large enough for bursts at line rate, bounded so a
@@ -30,6 +32,9 @@ const EVENTS: usize = 16_384;
 /// `mups` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The peer link listener could not be bound.
+    #[error(transparent)]
+    Peer(#[from] peer::PeerListenError),
     /// The management listener could not be bound.
     #[error("management listener {addr}: {source}")]
     Bind {
@@ -38,6 +43,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Access control or TLS could not be set up.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// A running `mups`.
@@ -46,6 +54,12 @@ pub struct Mups {
     pub http_addr: SocketAddr,
     /// The router's input (tests ask it for snapshots).
     pub router: mpsc::Sender<Input>,
+    /// The management application, for in-process requests (tests).
+    pub app: axum::Router,
+    /// Access control (tests create users through it).
+    pub auth: crate::auth::Auth,
+    /// The management listener speaks HTTPS.
+    pub tls: bool,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -73,6 +87,9 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
     let m = &cfg.mups;
     let backoff =
         Backoff::new(Duration::from_millis(m.reconnect_min_ms), Duration::from_millis(m.reconnect_max_ms));
+    let pair = cfg.vrrp.is_some();
+    // A standby appliance keeps its FO links down (see `appliance`).
+    let (nodes_enabled, nodes_enabled_rx) = watch::channel(!pair);
     let mut node_txs = Vec::new();
     for (i, node) in cfg.fo_nodes.iter().enumerate() {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -89,7 +106,13 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
                 backoff,
             },
         };
-        tasks.push(tokio::spawn(node_link::run(link, rx, router_tx.clone(), shutdown_rx.clone())));
+        tasks.push(tokio::spawn(node_link::run(
+            link,
+            rx,
+            router_tx.clone(),
+            nodes_enabled_rx.clone(),
+            shutdown_rx.clone(),
+        )));
     }
     let local = LocalLinkConfig {
         path: cfg.appliance.local_link.clone(),
@@ -101,21 +124,24 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
             backoff,
         },
     };
-    tasks.push(tokio::spawn(local_link::run(local, pups_rx, router_tx.clone(), shutdown_rx.clone())));
+    let (handover_tx, handover_rx) = mpsc::channel(1024);
+    tasks.push(tokio::spawn(local_link::run(
+        local,
+        pups_rx,
+        router_tx.clone(),
+        handover_tx,
+        shutdown_rx.clone(),
+    )));
     let router = Router::new(cfg.router_config());
-    let outputs = Outputs { pups: pups_tx, nodes: node_txs };
+    let outputs = Outputs { pups: pups_tx.clone(), nodes: node_txs };
     let (events, _) = broadcast::channel(EVENTS);
-    let (restored, persist) = match &m.state_dir {
-        Some(dir) => {
-            let restored = persist::load_or_set_aside(dir);
-            let (tx, rx) = watch::channel(restored.clone().unwrap_or_default());
-            // Not stopped by `shutdown`: it ends when the driver drops the sender,
-            // after writing the driver's last state.
-            tasks.push(tokio::spawn(persist::run_writer(dir.clone(), rx)));
-            (restored, Some(tx))
-        }
-        None => (None, None),
-    };
+    let restored = m.state_dir.as_deref().and_then(persist::load_or_set_aside);
+    let (routes, routes_rx) = watch::channel(restored.clone().unwrap_or_default());
+    if let Some(dir) = &m.state_dir {
+        // Not stopped by `shutdown`: it ends when the driver drops the sender,
+        // after writing the driver's last state.
+        tasks.push(tokio::spawn(persist::run_writer(dir.clone(), routes_rx.clone())));
+    }
     let driver_cfg = DriverConfig {
         switch: proto::switchover::SwitchConfig {
             command_timeout: Duration::from_millis(m.switch_command_timeout_ms),
@@ -126,7 +152,8 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
         flap: cfg.flap_policy(),
         bank_names: cfg.banks.iter().map(|b| b.name.clone()).collect(),
         restored,
-        persist,
+        routes,
+        active: !pair,
         events: events.clone(),
     };
     tasks.push(tokio::spawn(driver::run(
@@ -138,28 +165,57 @@ pub async fn start(cfg: Arc<ApplianceConfig>, http_listen: Option<SocketAddr>) -
         shutdown_rx.clone(),
     )));
 
+    let (peer_out, peer_events) = match (cfg.appliance.peer_listen, cfg.appliance.peer_address) {
+        (Some(listen), Some(twin)) => {
+            let (out_tx, out_rx) = mpsc::channel(QUEUE);
+            let (ev_tx, ev_rx) = mpsc::channel(QUEUE);
+            let peer_cfg = PeerConfig {
+                appliance_id: cfg.appliance.id.clone(),
+                listen,
+                twin,
+                heartbeat: Duration::from_millis(100),
+                misses: 5,
+            };
+            tasks.push(peer::start(peer_cfg, out_rx, ev_tx, shutdown_rx.clone()).await?);
+            (Some(out_tx), Some(ev_rx))
+        }
+        _ => (None, None),
+    };
+    let (appliance_tx, appliance_rx) = mpsc::channel(64);
+    let settings = ApplianceSettings {
+        appliance_id: cfg.appliance.id.clone(),
+        vrrp: cfg.vrrp.clone(),
+        has_peer: peer_out.is_some(),
+        switch: proto::appliance_switch::ApplianceSwitchConfig::default(),
+    };
+    let io = ApplianceIo {
+        router: router_tx.clone(),
+        pups: pups_tx.clone(),
+        handovers: handover_rx,
+        nodes_enabled,
+        routes: routes_rx,
+        peer_out,
+        peer_events,
+        commands: appliance_rx,
+    };
+    tasks.push(tokio::spawn(appliance::run(settings, io, shutdown_rx.clone())));
+
     let addr = http_listen.unwrap_or(m.http_listen);
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let app = http::app(AppState {
+    let parts = http::Parts {
         metrics,
         router: router_tx.clone(),
-        api_token: m.api_token.as_deref().map(Arc::from),
         events,
         shutdown: shutdown_rx.clone(),
-    });
-    let mut stop = shutdown_rx.clone();
-    tasks.push(tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "management HTTP server failed");
-        }
-    }));
-    info!(%http_addr, nodes = cfg.fo_nodes.len(), banks = cfg.banks.len(), "mups started");
-    Ok(Mups { http_addr, router: router_tx, shutdown, tasks })
+        appliance: appliance_tx,
+    };
+    let server = http::Server::new(m, parts)?;
+    let (app, auth, tls) = (server.app.clone(), server.auth.clone(), server.is_tls());
+    tasks.push(tokio::spawn(server.serve(listener, shutdown_rx.clone())));
+    info!(%http_addr, tls, nodes = cfg.fo_nodes.len(), banks = cfg.banks.len(), "mups started");
+    Ok(Mups { http_addr, router: router_tx, app, auth, tls, shutdown, tasks })
 }
 
 /// Runs `mups` until `shutdown` completes.

@@ -243,6 +243,47 @@ pub enum ApiEvent {
         /// No bank is moved to it.
         maintenance: bool,
     },
+    /// Live numbers, every second (the console's table without polling).
+    Stats {
+        /// Per bank.
+        banks: Vec<BankStats>,
+        /// Per FO node.
+        nodes: Vec<NodeStats>,
+        /// Bank switchovers under way.
+        switches_running: usize,
+    },
+}
+
+/// One bank's live numbers in [`ApiEvent::Stats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BankStats {
+    /// Bank id.
+    pub id: String,
+    /// Messages per second both ways, last 10 s.
+    pub rate_per_s: f64,
+    /// Bank requests in flight.
+    pub inflight: u64,
+    /// Sessions whose TCP connection is up.
+    pub sessions_up: usize,
+    /// Of those, signed on at the application level.
+    pub signed_on: usize,
+    /// Of those, with failing echo tests.
+    pub echo_failing: usize,
+    /// Seconds since the last message on any session.
+    pub idle_secs: Option<f64>,
+    /// Seconds since the last good echo on any session.
+    pub since_echo_secs: Option<f64>,
+}
+
+/// One node's live numbers in [`ApiEvent::Stats`].
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStats {
+    /// Node id.
+    pub id: String,
+    /// Link up.
+    pub up: bool,
+    /// Last heartbeat round trip, microseconds.
+    pub rtt_micros: Option<u64>,
 }
 
 impl ApiEvent {
@@ -264,6 +305,7 @@ impl ApiEvent {
             Self::JobDone { .. } => "job_done",
             Self::Route { .. } => "route",
             Self::Node { .. } => "node",
+            Self::Stats { .. } => "stats",
         }
     }
 }

@@ -28,7 +28,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Deadlines of a planned switchover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Default for ApplianceSwitchConfig {
 }
 
 /// What the two appliances say to each other about a switchover (over the peer link).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PeerMessage {
     /// Active → twin: get ready to take over (lock the bank ports, FO links up).
@@ -184,6 +184,8 @@ pub struct StepTimes {
     pub vip_micros: Option<u64>,
     /// Restore of every session (twin).
     pub restore_micros: Option<u64>,
+    /// FO links up and tables in place, until serving (twin).
+    pub takeover_micros: Option<u64>,
     /// Banks not read: stop reading (active) → reading again (either side).
     pub frozen_micros: Option<u64>,
     /// The whole switchover.
@@ -664,7 +666,7 @@ impl StandbySwitch {
                 self.out.push_back(StandbyOutput::TakeOver);
             }
             (P::TakingOver, StandbyInput::TookOver) => {
-                self.step(now, P::Serving, None);
+                self.times.takeover_micros = Some(self.step(now, P::Serving, None));
                 self.out.push_back(StandbyOutput::Serve);
                 let serving = PeerMessage::Serving {
                     switch_id: self.switch_id,

@@ -53,6 +53,14 @@ pub struct ApplianceSection {
     pub id: String,
     /// The local link's Unix socket: `pups` listens, `mups` connects.
     pub local_link: PathBuf,
+    /// Where this appliance's `mups` listens for its twin (the peer link), on the
+    /// appliances' own network. Without it (and `peer_address`) there is no twin to
+    /// replicate to or hand sessions over to.
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Where the twin's `mups` listens for us.
+    #[serde(default)]
+    pub peer_address: Option<SocketAddr>,
 }
 
 /// `[pups]`.
@@ -128,6 +136,14 @@ pub struct MupsSection {
     /// (`routes.json`, written atomically). `None`: nothing is kept; the
     /// configuration's `active_node` applies at every start.
     pub state_dir: Option<PathBuf>,
+    /// PEM certificate chain of the management listener: with `tls_key`, it serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback `http_listen`. Off by default: passwords, session
+    /// cookies and tokens would cross the network in clear. For a TLS-terminating proxy in
+    /// front, or an isolated test network.
+    pub allow_plain_http: bool,
 }
 
 impl Default for MupsSection {
@@ -151,6 +167,9 @@ impl Default for MupsSection {
             flap_window_s: 300,
             flap_max_downs: 3,
             state_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_plain_http: false,
         }
     }
 }
@@ -536,6 +555,22 @@ impl ApplianceConfig {
         }
         if self.mups.flap_max_downs == 0 || self.mups.flap_window_s == 0 {
             issue("mups.flap_max_downs".into(), "flap_max_downs and flap_window_s must be above 0".into());
+        }
+        match (&self.mups.tls_cert, &self.mups.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                issue("mups.tls_cert".into(), "tls_cert and tls_key go together".into());
+            }
+            (None, None) if !self.mups.http_listen.ip().is_loopback() && !self.mups.allow_plain_http => {
+                issue(
+                    "mups.http_listen".into(),
+                    format!(
+                        "{} is not a loopback address: set tls_cert and tls_key (HTTPS), or \
+                         allow_plain_http = true behind a TLS-terminating proxy",
+                        self.mups.http_listen
+                    ),
+                );
+            }
+            _ => {}
         }
         if self.pups.session_queue == 0 {
             issue("pups.session_queue".into(), "must be above 0".into());

@@ -15,6 +15,8 @@
 //!   flight both ways, timeouts, late and unmatched responses, session application state.
 //! - [`appliance_switch`]: the planned appliance switchover (sessions handed to the
 //!   twin, VIP following), both sides as sans-IO state machines.
+//! - [`peer_link`]: the link between the two appliances' `mups` (replicated admin
+//!   state, switchover messages, snapshots, router tables).
 //! - [`switchover`]: one bank's FO switchover (sync, context hand-over, deactivate,
 //!   activate; abort and roll back), as a sans-IO state machine.
 //! - [`node_health`]: FO node up/down history for automatic failover and failback
@@ -37,6 +39,7 @@ pub mod fo_link;
 pub mod frame;
 pub mod iso8583;
 pub mod node_health;
+pub mod peer_link;
 pub mod router;
 pub mod snapshot;
 pub mod switchover;

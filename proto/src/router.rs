@@ -370,6 +370,9 @@ struct Held {
     key: MatchKey,
     netmgmt: Option<NetMgmt>,
     mti: Mti,
+    /// For the bank's response to an FO-originated request: the node that had the
+    /// request and its correlation id.
+    fo_answer: Option<(NodeId, u64)>,
 }
 
 /// A bank request waiting for its node's response, by our correlation id.
@@ -684,7 +687,7 @@ impl Router {
         let active = spec.active;
         match mti.role() {
             Role::Request | Role::Notification | Role::Other if self.banks[b].held.is_some() => {
-                let held = Held { received: now, session, message, key, netmgmt, mti };
+                let held = Held { received: now, session, message, key, netmgmt, mti, fo_answer: None };
                 let queue = self.banks[b].held.as_mut().expect("checked");
                 queue.push_back(held);
                 if queue.len() == self.hold_limit {
@@ -695,7 +698,7 @@ impl Router {
                 now,
                 now,
                 bank,
-                Held { received: now, session, message, key, netmgmt, mti },
+                Held { received: now, session, message, key, netmgmt, mti, fo_answer: None },
             ),
             Role::Response => {
                 let response_code = msg.response_code().and_then(Result::ok).map(|rc| rc.0);
@@ -705,7 +708,29 @@ impl Router {
                     let request =
                         Answer { node: fo.node, session: fo.session, mti: fo.mti, sent_at: fo.sent_at };
                     self.answered(now, bank, Side::Node, request, fo.netmgmt.as_ref(), response_code);
-                    self.send_to_node(fo.node, bank, session, fo.correlation, DataFlags::empty(), message);
+                    if let Some(queue) = self.banks[b].held.as_mut() {
+                        // A switchover is under way: the node may have handed the request
+                        // over; the response goes, at release, to whichever node has it.
+                        let (key, fo_answer) = (slot.1, Some((fo.node, fo.correlation)));
+                        queue.push_back(Held {
+                            received: now,
+                            session,
+                            message,
+                            key,
+                            netmgmt: None,
+                            mti,
+                            fo_answer,
+                        });
+                    } else {
+                        self.send_to_node(
+                            fo.node,
+                            bank,
+                            session,
+                            fo.correlation,
+                            DataFlags::empty(),
+                            message,
+                        );
+                    }
                 } else if let Some(fo) = pop_front(&mut self.fo_expired, &slot) {
                     self.banks[b].counters.late += 1;
                     self.event(Event::Late { bank, node: fo.node, from: Side::Bank, key: slot.1 });
@@ -758,9 +783,9 @@ impl Router {
         self.send_to_node(active, bank, session, correlation, DataFlags::empty(), message);
     }
 
-    /// Holds the bank's traffic towards the nodes (requests, notifications): it is
-    /// queued, in order, until [`Router::release`]. Responses to FO-originated
-    /// requests still go at once to the node that asked. Used by switchovers.
+    /// Holds the bank's traffic towards the nodes (requests, notifications, and
+    /// responses to FO-originated requests, which the old node may be handing over):
+    /// it is queued, in order, until [`Router::release`]. Used by switchovers.
     pub fn hold(&mut self, bank: BankIdx) {
         let held = &mut self.banks[usize::from(bank.0)].held;
         if held.is_none() {
@@ -775,20 +800,33 @@ impl Router {
 
     /// Routes the bank to `to` and sends what was held, in order.
     ///
-    /// When the route moves, the bank's requests still in flight are now the new
-    /// node's: the switchover handed them over as contexts. Should the old node die
-    /// later, they are not its losses (no decline, no blame in the metrics).
+    /// When the route moves, what the old node had in flight for the bank is now
+    /// `to`'s (a committed switchover handed it over as contexts; in a rolled-back
+    /// one `to` is the old node): bank requests still waiting for an answer (should
+    /// the old node die later, they are not its losses: no decline, no blame in the
+    /// metrics), and FO-originated requests waiting for the bank's response, whose
+    /// responses (and the held ones) go to `to`.
     pub fn release(&mut self, now: Instant, bank: BankIdx, to: NodeId) {
         let b = usize::from(bank.0);
-        let from = std::mem::replace(&mut self.banks[b].spec.active, to);
-        if from != to && self.banks[b].inflight > 0 {
-            for p in self.pending.values_mut().filter(|p| p.bank == bank && p.node == from) {
-                p.node = to;
+        let old = std::mem::replace(&mut self.banks[b].spec.active, to);
+        if old != to {
+            if self.banks[b].inflight > 0 {
+                for p in self.pending.values_mut().filter(|p| p.bank == bank && p.node == old) {
+                    p.node = to;
+                }
+            }
+            for map in [&mut self.fo_pending, &mut self.fo_expired] {
+                for (_, queue) in map.iter_mut().filter(|((of, _), _)| *of == bank) {
+                    queue.iter_mut().filter(|p| p.node == old).for_each(|p| p.node = to);
+                }
             }
         }
         let Some(held) = self.banks[b].held.take() else { return };
         for h in held {
-            if h.mti.role() == Role::Request {
+            if let Some((node, correlation)) = h.fo_answer {
+                let node = if node == old { to } else { node };
+                self.send_to_node(node, bank, h.session, correlation, DataFlags::empty(), h.message);
+            } else if h.mti.role() == Role::Request {
                 self.forward_request(now, h.received, bank, h);
             } else {
                 self.banks[b].counters.unpaired_forwarded += 1;
@@ -1116,6 +1154,237 @@ impl Router {
             let bank = s.bank;
             self.event(Event::AppStateChanged { bank, session, state: AppState::EchoFailing });
         }
+    }
+}
+
+/// The router's in-flight tables, handed to the twin appliance's router in a
+/// planned switchover (JSON on the peer link): requests waiting for a node and
+/// FO-originated requests waiting for the bank, with the time they have left, and
+/// each session's application state. The request bytes are not handed over: a
+/// handed-over request whose node is then lost times out at the bank (it cannot be
+/// declined).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InflightTables {
+    /// Format version (1).
+    pub version: u32,
+    /// Correlation ids below this are taken: the new router continues above it.
+    pub next_correlation: u64,
+    /// Bank requests waiting for their node.
+    pub requests: Vec<HandedRequest>,
+    /// FO-originated requests waiting for the bank.
+    pub fo_requests: Vec<HandedFoRequest>,
+    /// Sessions and their application state.
+    pub sessions: Vec<HandedSession>,
+}
+
+/// A bank request in flight, handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedRequest {
+    /// Our correlation id (the node answers with it).
+    pub correlation: u64,
+    /// Bank id.
+    pub bank: String,
+    /// Session id.
+    pub session: SessionId,
+    /// Node name.
+    pub node: String,
+    /// MTI.
+    pub mti: String,
+    /// Matching key.
+    pub key: String,
+    /// `sign_on`, `sign_off`, `echo`, other code, or none.
+    pub netmgmt: Option<String>,
+    /// Time left before it times out, milliseconds.
+    pub remaining_ms: u64,
+}
+
+/// An FO-originated request in flight, handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedFoRequest {
+    /// Bank id.
+    pub bank: String,
+    /// Matching key (the bank's response carries it).
+    pub key: String,
+    /// The node that asked.
+    pub node: String,
+    /// The node's correlation id.
+    pub correlation: u64,
+    /// Session it went to.
+    pub session: SessionId,
+    /// MTI.
+    pub mti: String,
+    /// As for [`HandedRequest::netmgmt`].
+    pub netmgmt: Option<String>,
+    /// Time left, milliseconds.
+    pub remaining_ms: u64,
+}
+
+/// A session's application state, handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedSession {
+    /// Session id.
+    pub session: SessionId,
+    /// Bank id.
+    pub bank: String,
+    /// Bank's address.
+    pub peer: String,
+    /// [`AppState`] code of the sign-on state.
+    pub signed: u8,
+    /// Echo tests failing.
+    pub echo_failing: bool,
+}
+
+fn netmgmt_text(n: Option<&NetMgmt>) -> Option<String> {
+    n.map(|n| match n {
+        NetMgmt::SignOn => "sign_on".to_owned(),
+        NetMgmt::SignOff => "sign_off".to_owned(),
+        NetMgmt::Echo => "echo".to_owned(),
+        NetMgmt::Other(code) => format!("other:{code}"),
+        NetMgmt::NoCode => "no_code".to_owned(),
+    })
+}
+
+fn netmgmt_from_text(t: Option<&str>) -> Option<NetMgmt> {
+    Some(match t? {
+        "sign_on" => NetMgmt::SignOn,
+        "sign_off" => NetMgmt::SignOff,
+        "echo" => NetMgmt::Echo,
+        "no_code" => NetMgmt::NoCode,
+        other => NetMgmt::Other(other.strip_prefix("other:").unwrap_or(other).to_owned()),
+    })
+}
+
+impl Router {
+    /// The in-flight tables, for the twin (see [`InflightTables`]).
+    pub fn export_inflight(&self, now: Instant) -> InflightTables {
+        let left = |deadline: Instant| deadline.saturating_duration_since(now).as_millis() as u64;
+        let requests = self
+            .pending
+            .iter()
+            .map(|(&correlation, p)| {
+                let timeout = self.banks[usize::from(p.bank.0)].spec.request_timeout;
+                HandedRequest {
+                    correlation,
+                    bank: self.bank_id(p.bank).to_owned(),
+                    session: p.session,
+                    node: self.node_name(p.node).to_owned(),
+                    mti: p.mti.to_string(),
+                    key: p.key.as_str().to_owned(),
+                    netmgmt: netmgmt_text(p.netmgmt.as_ref()),
+                    remaining_ms: left(p.sent_at + timeout),
+                }
+            })
+            .collect();
+        let fo_requests = self
+            .fo_pending
+            .iter()
+            .flat_map(|((bank, key), queue)| {
+                queue.iter().map(move |p| HandedFoRequest {
+                    bank: self.bank_id(*bank).to_owned(),
+                    key: key.as_str().to_owned(),
+                    node: self.node_name(p.node).to_owned(),
+                    correlation: p.correlation,
+                    session: p.session,
+                    mti: p.mti.to_string(),
+                    netmgmt: netmgmt_text(p.netmgmt.as_ref()),
+                    remaining_ms: left(p.deadline),
+                })
+            })
+            .collect();
+        let sessions = self
+            .sessions
+            .iter()
+            .map(|(&session, s)| HandedSession {
+                session,
+                bank: self.bank_id(s.bank).to_owned(),
+                peer: s.peer.clone(),
+                signed: s.signed.code(),
+                echo_failing: s.echo_failing,
+            })
+            .collect();
+        InflightTables {
+            version: 1,
+            next_correlation: self.next_correlation,
+            requests,
+            fo_requests,
+            sessions,
+        }
+    }
+
+    /// Takes over the twin's in-flight tables. Entries naming a bank or node this
+    /// router does not know are skipped and counted in the result.
+    pub fn import_inflight(&mut self, now: Instant, t: &InflightTables) -> usize {
+        let mut skipped = 0;
+        let node = |r: &Self, name: &str| r.nodes.iter().position(|n| n == name).map(|i| NodeId(i as u16));
+        for s in &t.sessions {
+            let Some(bank) = self.bank(&s.bank) else {
+                skipped += 1;
+                continue;
+            };
+            self.session_up(now, s.session, bank, s.peer.clone());
+            if let Some(session) = self.sessions.get_mut(&s.session) {
+                session.signed = AppState::from_code(s.signed).unwrap_or(AppState::Unknown);
+                session.echo_failing = s.echo_failing;
+            }
+        }
+        // Timer queues are FIFO per delay: arm in deadline order.
+        let mut requests: Vec<&HandedRequest> = t.requests.iter().collect();
+        requests.sort_by_key(|r| r.remaining_ms);
+        let mut fo_requests: Vec<&HandedFoRequest> = t.fo_requests.iter().collect();
+        fo_requests.sort_by_key(|f| f.remaining_ms);
+        for r in requests {
+            let (Some(bank), Some(n), Ok(mti)) =
+                (self.bank(&r.bank), node(self, &r.node), r.mti.parse::<Mti>())
+            else {
+                skipped += 1;
+                continue;
+            };
+            let b = usize::from(bank.0);
+            let timeout = self.banks[b].spec.request_timeout;
+            let remaining = Duration::from_millis(r.remaining_ms).min(timeout);
+            let pending = Pending {
+                bank,
+                session: r.session,
+                node: n,
+                mti,
+                netmgmt: netmgmt_from_text(r.netmgmt.as_deref()),
+                key: MatchKey::from_text(r.key.clone()),
+                // As if sent when the deadline says, so latency and timeouts stay true.
+                sent_at: (now + remaining).checked_sub(timeout).unwrap_or(now),
+                request: None,
+            };
+            if self.pending.insert(r.correlation, pending).is_none() {
+                self.banks[b].inflight += 1;
+                if let Some(s) = self.sessions.get_mut(&r.session) {
+                    s.inflight += 1;
+                }
+            }
+            self.timers.push(timeout, now + remaining, Timer::Request(r.correlation));
+        }
+        for f in fo_requests {
+            let (Some(bank), Some(n), Ok(mti)) =
+                (self.bank(&f.bank), node(self, &f.node), f.mti.parse::<Mti>())
+            else {
+                skipped += 1;
+                continue;
+            };
+            let timeout = self.banks[usize::from(bank.0)].spec.request_timeout;
+            let remaining = Duration::from_millis(f.remaining_ms).min(timeout);
+            let key = MatchKey::from_text(f.key.clone());
+            let deadline = now + remaining;
+            self.fo_pending.entry((bank, key.clone())).or_default().push_back(FoPending {
+                node: n,
+                correlation: f.correlation,
+                session: f.session,
+                mti,
+                netmgmt: netmgmt_from_text(f.netmgmt.as_deref()),
+                sent_at: deadline.checked_sub(timeout).unwrap_or(now),
+                deadline,
+            });
+            self.timers.push(timeout, deadline, Timer::FoRequest(bank, key, f.correlation));
+        }
+        self.next_correlation = self.next_correlation.max(t.next_correlation);
+        skipped
     }
 }
 

@@ -74,6 +74,10 @@ fn to_bank_data(correlation_id: u64, session_id: u64, message: Bytes) -> Data {
     }
 }
 
+fn to_node_data(correlation_id: u64, session_id: u64, message: Bytes) -> Data {
+    Data { direction: Direction::ToNode, ..to_bank_data(correlation_id, session_id, message) }
+}
+
 /// The one ToNode action among `acts`.
 fn sent_to_node(acts: &[Action]) -> (NodeId, Data) {
     let mut found = acts.iter().filter_map(|a| match a {
@@ -251,6 +255,51 @@ fn fo_originated_request_reaches_a_session_and_its_response_returns_to_the_sende
     let (node, data) = sent_to_node(&actions(&mut r));
     assert_eq!((node, data.flags), (A, DataFlags::UNMATCHED));
     assert_eq!(r.counters(BANK).unmatched_from_bank, 1);
+}
+
+#[test]
+fn responses_to_fo_requests_follow_a_switchover_to_the_node_that_took_them_over() {
+    let t0 = Instant::now();
+    let mut r = router(BadMessagePolicy::Drop);
+    r.session_up(t0, 1, BANK, "bank".into());
+    let fo_auth = |stan: &str| msg("0100", &[(11, stan), (41, "FOSIM001")]);
+    let fo_resp = |stan: &str| msg("0110", &[(11, stan), (39, "00"), (41, "FOSIM001")]);
+    // A, the active node, has two requests out at the bank; B one of its own.
+    r.from_node(t0, A, to_bank_data(11, 0, fo_auth("000011")));
+    r.from_node(t0, A, to_bank_data(12, 0, fo_auth("000012")));
+    r.from_node(t0, B, to_bank_data(21, 0, fo_auth("000021")));
+    assert_eq!(sent_to_bank(&actions(&mut r)).len(), 3);
+
+    // The switchover holds the bank: A is handing its requests over to B, so the
+    // bank's answer waits, and goes to B once B has the bank.
+    r.hold(BANK);
+    r.from_bank(t0, BANK, 1, fo_resp("000011"));
+    r.from_bank(t0, BANK, 1, fo_resp("000021"));
+    let acts = actions(&mut r);
+    assert!(!acts.iter().any(|a| matches!(a, Action::ToNode { .. })), "held until the cut");
+    assert_eq!((r.held(BANK), r.counters(BANK).fo_responses_to_node), (2, 2));
+    r.release(t0, BANK, B);
+    let sent: Vec<(NodeId, u64)> = actions(&mut r)
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToNode { node, data } => Some((*node, data.correlation_id)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent, vec![(B, 11), (B, 21)]);
+    // After the cut, the answer to A's other request goes to B too.
+    r.from_bank(t0, BANK, 1, fo_resp("000012"));
+    assert_eq!(sent_to_node(&actions(&mut r)), (B, to_node_data(12, 1, fo_resp("000012"))));
+
+    // A rolled-back switchover (released to the node the bank was on) changes nothing.
+    r.from_node(t0, B, to_bank_data(13, 0, fo_auth("000013")));
+    actions(&mut r);
+    r.hold(BANK);
+    r.from_bank(t0, BANK, 1, fo_resp("000013"));
+    assert!(!actions(&mut r).iter().any(|a| matches!(a, Action::ToNode { .. })));
+    r.release(t0, BANK, B);
+    assert_eq!(sent_to_node(&actions(&mut r)), (B, to_node_data(13, 1, fo_resp("000013"))));
+    assert_eq!(r.counters(BANK).fo_timeouts, 0);
 }
 
 #[test]
@@ -502,4 +551,73 @@ fn requests_handed_over_in_a_switchover_are_not_declined_when_the_old_node_dies(
     r.from_node(t0, B, to_bank_data(handed_over.correlation_id, 1, auth_resp("000001")));
     assert_eq!(sent_to_bank(&actions(&mut r)).len(), 1);
     assert_eq!(r.inflight(BANK), 0);
+}
+
+#[test]
+fn in_flight_tables_move_to_the_twin_router_and_answers_still_match() {
+    let t0 = Instant::now();
+    let mut old = router(BadMessagePolicy::Drop);
+    old.session_up(t0, 1, BANK, "10.0.0.1:5000".into());
+    // Signed on.
+    old.from_bank(t0, BANK, 1, msg("0800", &[(7, "1122334455"), (11, "000010"), (70, "001")]));
+    let (_, signon) = sent_to_node(&actions(&mut old));
+    old.from_node(
+        t0,
+        A,
+        to_bank_data(
+            signon.correlation_id,
+            1,
+            msg("0810", &[(7, "1122334455"), (11, "000010"), (39, "00"), (70, "001")]),
+        ),
+    );
+    let _ = actions(&mut old);
+    // A bank request waiting for node A, and an FO-originated one waiting for the bank.
+    old.from_bank(t0, BANK, 1, auth("000001"));
+    let (_, bank_req) = sent_to_node(&actions(&mut old));
+    let mut fo_req = to_bank_data(77, 1, auth("000900"));
+    fo_req.direction = Direction::ToBank;
+    old.from_node(t0, A, fo_req);
+    let _ = actions(&mut old);
+
+    let t1 = t0 + Duration::from_secs(4);
+    let tables = old.export_inflight(t1);
+    assert_eq!((tables.requests.len(), tables.fo_requests.len(), tables.sessions.len()), (1, 1, 1));
+    assert_eq!(tables.requests[0].remaining_ms, 6_000);
+    let json = serde_json::to_string(&tables).unwrap();
+
+    let mut new = router(BadMessagePolicy::Drop);
+    let t2 = t1 + Duration::from_millis(50);
+    assert_eq!(new.import_inflight(t2, &serde_json::from_str(&json).unwrap()), 0);
+    assert_eq!(new.sessions(BANK, t2)[0].app_state, AppState::SignedOn);
+    assert_eq!(new.inflight(BANK), 1);
+    // The node's answer, now arriving at the new router, matches.
+    new.from_node(t2, A, to_bank_data(bank_req.correlation_id, 1, auth_resp("000001")));
+    let acts = actions(&mut new);
+    assert_eq!(sent_to_bank(&acts), vec![(1, auth_resp("000001"))]);
+    assert_eq!((new.counters(BANK).unmatched_from_node, new.inflight(BANK)), (0, 0));
+    // The bank's answer to the FO-originated request goes to node A with A's id.
+    new.from_bank(t2, BANK, 1, msg("0110", &[(11, "000900"), (39, "00"), (41, "TERM0001")]));
+    let (node, data) = sent_to_node(&actions(&mut new));
+    assert_eq!((node, data.correlation_id, data.flags), (A, 77, DataFlags::empty()));
+    // New requests get ids above the old router's.
+    new.from_bank(t2, BANK, 1, auth("000002"));
+    let (_, next) = sent_to_node(&actions(&mut new));
+    assert!(next.correlation_id > bank_req.correlation_id);
+}
+
+#[test]
+fn a_handed_over_request_times_out_when_its_time_is_up_not_a_whole_timeout_later() {
+    let t0 = Instant::now();
+    let mut old = router(BadMessagePolicy::Drop);
+    old.session_up(t0, 1, BANK, "bank".into());
+    old.from_bank(t0, BANK, 1, auth("000001"));
+    let _ = actions(&mut old);
+    let tables = old.export_inflight(t0 + Duration::from_secs(9));
+    let mut new = router(BadMessagePolicy::Drop);
+    let t1 = t0 + Duration::from_secs(9);
+    new.import_inflight(t1, &tables);
+    new.handle_timeout(t1 + Duration::from_millis(999));
+    assert_eq!(new.counters(BANK).timeouts, 0);
+    new.handle_timeout(t1 + Duration::from_secs(1));
+    assert_eq!(new.counters(BANK).timeouts, 1);
 }

@@ -693,6 +693,36 @@ async fn loopback_answers_every_layout() {
     }
 }
 
+/// Several targets: the sessions are spread over them in turn, one report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_spread_over_several_targets() {
+    let f = framing("u16be", false, false);
+    let layout = Layout::builtin("iso87-binary").unwrap();
+    let mut peers = Vec::new();
+    for _ in 0..3 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let lb = Arc::new(Loopback::new(f.clone(), layout, "00").unwrap());
+        let server = tokio::spawn(Arc::clone(&lb).serve(listener));
+        peers.push((addr, lb, server));
+    }
+    let cfg = BankSimConfig {
+        sessions: 6,
+        pipeline: 2,
+        requests: Some(600),
+        more_targets: peers[1..].iter().map(|p| p.0.clone()).collect(),
+        ..config(&peers[0].0, &f, "iso87-binary")
+    };
+    let r = run(cfg, pending()).await.unwrap();
+    assert_clean_counts(&r, 600);
+    for (addr, lb, server) in peers {
+        let stats = lb.stats();
+        assert_eq!(stats.connections.load(std::sync::atomic::Ordering::Relaxed), 2, "{addr}");
+        assert_eq!(stats.answered.load(std::sync::atomic::Ordering::Relaxed), 200, "{addr}");
+        server.abort();
+    }
+}
+
 /// The report is JSON with the documented top-level shape.
 #[tokio::test]
 async fn report_serializes() {

@@ -436,6 +436,30 @@ async fn originates_at_a_rate_and_counts_answers_and_timeouts() {
 }
 
 #[tokio::test]
+async fn the_pause_origination_hook_skips_scheduled_ticks_only() {
+    let mut cfg = config(&[("bank-1", "iso87-ascii")]);
+    cfg.originate
+        .push(OriginateConfig { echo_interval_ms: Some(20), ..OriginateConfig::new("bank-1", 200.0) });
+    cfg.hooks.pause_origination = true;
+    let node = start(cfg).await;
+    let _mups = Mups::connect(&node).await;
+    let s = wait_for(&node, "paused ticks", |s| s.originate_skipped >= 5).await;
+    assert_eq!(s.originated_sent, 0, "nothing originated while paused");
+    // A one-off origination still goes.
+    node.originate_now("bank-1", OriginKind::Request).unwrap();
+    assert_eq!(node.stats().originated_sent, 1);
+    node.pause_origination(false);
+    let s = wait_for(&node, "origination resumed", |s| s.originated_sent >= 5).await;
+    let skipped = node.stats().originate_skipped;
+    node.pause_origination(true);
+    assert!(node.hooks().pause_origination);
+    // Once one tick was skipped, no tick that began before the pause is still going.
+    let sent = wait_for(&node, "a skipped tick", |s| s.originate_skipped > skipped).await.originated_sent;
+    wait_for(&node, "paused again", |s| s.originate_skipped >= skipped + 6).await;
+    assert_eq!(node.stats().originated_sent, sent, "nothing originated after the pause ({s:?})");
+}
+
+#[tokio::test]
 async fn echo_tests_are_originated_periodically() {
     let mut cfg = config(&[("bank-1", "iso87-bcd")]);
     cfg.originate.push(OriginateConfig { echo_interval_ms: Some(50), ..OriginateConfig::new("bank-1", 0.0) });

@@ -4,8 +4,18 @@
 //!
 //! # Layout
 //!
-//! - [`Lab`]: starts and stops the pieces; [`LabBank`] describes one bank.
+//! - [`Lab`]: starts and stops the pieces ([`LabOptions`] for the knobs);
+//!   [`LabBank`] describes one bank; [`default_banks`] (four hand-written ones) and
+//!   [`generated_banks`] (any number, the same four profiles in turn).
+//! - [`Lab::switch`]: an FO switchover job through the router, awaited to its end.
+//! - [`http`]: plain HTTP/1.1 to the management listener, with the bootstrap token
+//!   [`API_TOKEN`] (an admin bearer token). A lab started with [`LabOptions::tls`] speaks
+//!   HTTPS instead; [`Lab::console_url`] is where a browser goes.
+//! - [`pair`]: the appliance pair in network namespaces, from the real binaries
+//!   (root only): flow F5's topology.
 #![forbid(unsafe_code)]
+
+pub mod pair;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +26,7 @@ use std::time::Duration;
 use proto::config::ApplianceConfig;
 use sim::fo_node::{self, FoNodeConfig, FoNodeHandle};
 
-/// The lab's API bearer token.
+/// The lab's API bearer token: `[mups] api_token`, the admin bootstrap token.
 pub const API_TOKEN: &str = "e2e-token";
 
 /// An HTTP/1.1 request to `mups`'s management listener: (status, body).
@@ -47,7 +57,7 @@ pub async fn http(
 #[derive(Debug, Clone)]
 pub struct LabBank {
     /// Bank id.
-    pub id: &'static str,
+    pub id: String,
     /// Length header name.
     pub framing: &'static str,
     /// TPDU the bank sends, as hex, if its framing has one.
@@ -60,11 +70,32 @@ pub struct LabBank {
     pub originate_rate: f64,
 }
 
+/// The four bank profiles of [`default_banks`]: (framing, TPDU, layout).
+const PROFILES: [(&str, Option<&str>, &str); 4] = [
+    ("u16be", None, "iso87-binary"),
+    ("ascii4", Some("6000010000"), "iso87-ascii"),
+    ("bcd2", None, "iso87-bcd"),
+    ("u16be-pad2", None, "iso87-ebcdic"),
+];
+
+/// `n` banks `bank-00`, `bank-01`, … (two digits up to 100 banks), all active on
+/// node A, cycling through the framings and layouts of [`default_banks`], each
+/// originating `originate_rate` requests per second from its active node.
+pub fn generated_banks(n: usize, originate_rate: f64) -> Vec<LabBank> {
+    let width = n.saturating_sub(1).to_string().len().max(2);
+    (0..n)
+        .map(|i| {
+            let (framing, tpdu, layout) = PROFILES[i % PROFILES.len()];
+            LabBank { id: format!("bank-{i:0width$}"), framing, tpdu, layout, active: "A", originate_rate }
+        })
+        .collect()
+}
+
 /// The lab's banks: every built-in layout, several framings, both nodes.
 pub fn default_banks() -> Vec<LabBank> {
     vec![
         LabBank {
-            id: "bank-bin",
+            id: "bank-bin".into(),
             framing: "u16be",
             tpdu: None,
             layout: "iso87-binary",
@@ -72,7 +103,7 @@ pub fn default_banks() -> Vec<LabBank> {
             originate_rate: 20.0,
         },
         LabBank {
-            id: "bank-ascii",
+            id: "bank-ascii".into(),
             framing: "ascii4",
             tpdu: Some("6000010000"),
             layout: "iso87-ascii",
@@ -80,7 +111,7 @@ pub fn default_banks() -> Vec<LabBank> {
             originate_rate: 0.0,
         },
         LabBank {
-            id: "bank-bcd",
+            id: "bank-bcd".into(),
             framing: "bcd2",
             tpdu: None,
             layout: "iso87-bcd",
@@ -88,7 +119,7 @@ pub fn default_banks() -> Vec<LabBank> {
             originate_rate: 20.0,
         },
         LabBank {
-            id: "bank-ebcdic",
+            id: "bank-ebcdic".into(),
             framing: "u16be-pad2",
             tpdu: None,
             layout: "iso87-ebcdic",
@@ -102,7 +133,7 @@ pub fn default_banks() -> Vec<LabBank> {
 /// tests adjust the load fields.
 pub fn bank_sim_config(lab: &Lab, bank: &LabBank, sessions: u32, rate: f64) -> sim::bank::BankSimConfig {
     sim::bank::BankSimConfig {
-        target: lab.bank_addr(bank.id).to_string(),
+        target: lab.bank_addr(&bank.id).to_string(),
         sessions,
         framing: bank.framing.parse().expect("lab framing names are valid"),
         tpdu: bank.tpdu.map(str::to_owned),
@@ -113,15 +144,42 @@ pub fn bank_sim_config(lab: &Lab, bank: &LabBank, sessions: u32, rate: f64) -> s
     }
 }
 
-/// Settings a test adds to the lab's configuration.
-#[derive(Debug, Clone, Default)]
+/// Knobs of a [`Lab`]; [`Default`] is what [`Lab::start`] uses.
+#[derive(Debug, Clone)]
 pub struct LabOptions {
     /// Extra `[mups]` lines (e.g. `auto_failback = true`).
     pub mups: String,
     /// Extra lines for every `[[bank]]` (e.g. `on_node_loss = "decline"`).
     pub bank: String,
-    /// Keep routes in this lab's state directory (`[mups] state_dir`).
+    /// Keep routes, users and the audit log in this lab's state directory (`[mups] state_dir`).
     pub state_dir: bool,
+    /// Serve the management API over HTTPS with a self-signed certificate for `localhost`
+    /// and `127.0.0.1` ([`http`] then cannot reach it; browsers can).
+    pub tls: bool,
+    /// Each bank's reserve node also has the bank's origination entry: it
+    /// originates requests to the bank once a switchover activates it there (a node
+    /// originates nothing to a bank it is not active for).
+    pub originate_on_reserve: bool,
+    /// `request_timeout_ms` of every bank (both directions).
+    pub request_timeout_ms: u64,
+    /// The nodes start with the `pause_origination` hook on: nothing is originated
+    /// until the test resumes it ([`FoNodeHandle::pause_origination`]), e.g. once
+    /// the banks are connected and signed on.
+    pub pause_origination: bool,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            mups: String::new(),
+            bank: String::new(),
+            state_dir: false,
+            tls: false,
+            originate_on_reserve: false,
+            request_timeout_ms: 10_000,
+            pause_origination: false,
+        }
+    }
 }
 
 /// A running single-appliance lab.
@@ -136,6 +194,7 @@ pub struct Lab {
     pub banks: Vec<LabBank>,
     /// The configuration both processes read.
     pub config: Arc<ApplianceConfig>,
+    node_configs: Vec<FoNodeConfig>,
     dir: PathBuf,
 }
 
@@ -144,9 +203,9 @@ pub fn node_config(id: &str, banks: &[LabBank]) -> FoNodeConfig {
     let mut cfg =
         FoNodeConfig { node_id: id.into(), listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() };
     for b in banks {
-        cfg.banks.insert(b.id.into(), fo_node::config::BankConfig::new(b.layout));
+        cfg.banks.insert(b.id.clone(), fo_node::config::BankConfig::new(b.layout));
         if b.active == id && b.originate_rate > 0.0 {
-            cfg.originate.push(fo_node::config::OriginateConfig::new(b.id, b.originate_rate));
+            cfg.originate.push(fo_node::config::OriginateConfig::new(&b.id, b.originate_rate));
         }
     }
     cfg
@@ -158,14 +217,33 @@ impl Lab {
         Self::start_with(name, banks, LabOptions::default()).await
     }
 
-    /// [`Lab::start`] with extra configuration.
+    /// [`Lab::start`] with options. Each node starts active for the banks whose
+    /// active node it is, inactive for the others.
     pub async fn start_with(name: &str, banks: Vec<LabBank>, options: LabOptions) -> Self {
         let dir = std::env::temp_dir().join(format!("e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut nodes = Vec::new();
+        let mut node_configs = Vec::new();
         for id in ["A", "B"] {
-            nodes.push(fo_node::start(node_config(id, &banks)).await.expect("FO node simulator starts"));
+            let mut cfg = FoNodeConfig {
+                node_id: id.into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..Default::default()
+            };
+            cfg.hooks.pause_origination = options.pause_origination;
+            for b in &banks {
+                let mut bank = fo_node::config::BankConfig::new(b.layout);
+                bank.active = b.active == id;
+                cfg.banks.insert(b.id.clone(), bank);
+                if (b.active == id || options.originate_on_reserve) && b.originate_rate > 0.0 {
+                    cfg.originate.push(fo_node::config::OriginateConfig::new(&b.id, b.originate_rate));
+                }
+            }
+            let node = fo_node::start(cfg.clone()).await.expect("FO node simulator starts");
+            cfg.listen = node.local_addr();
+            node_configs.push(cfg);
+            nodes.push(node);
         }
         let toml = config_toml(&dir, &nodes, &banks, &options);
         let config = Arc::new(ApplianceConfig::from_toml_str(&toml).expect("lab config"));
@@ -173,12 +251,63 @@ impl Lab {
         let mups = mups::runtime::start(Arc::clone(&config), Some("127.0.0.1:0".parse().unwrap()))
             .await
             .expect("mups starts");
-        let lab = Self { nodes, pups, mups, banks, config, dir };
+        let lab = Self { nodes, pups, mups, banks, config, node_configs, dir };
         lab.wait_until("pups attached and both nodes up", |s| {
             s.pups_attached && s.nodes.iter().all(|n| n.up)
         })
         .await;
         lab
+    }
+
+    /// The state directory, if the lab has one ([`LabOptions::state_dir`]).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        self.config.mups.state_dir.clone()
+    }
+
+    /// The console's address.
+    pub fn console_url(&self) -> String {
+        let scheme = if self.mups.tls { "https" } else { "http" };
+        format!("{scheme}://{}/", self.mups.http_addr)
+    }
+
+    /// Starts a fresh simulator for node `index` (0 = `A`) on the address it had, as
+    /// an operator restarting a crashed node: same banks and origination entries,
+    /// counters from zero, and inactive for every bank (it serves nothing until a
+    /// switchover activates it), no hook in force. Returns the old handle (its
+    /// counters stay readable). Kill the old one first ([`FoNodeHandle::die`]), or
+    /// the address is taken.
+    pub async fn restart_node(&mut self, index: usize) -> FoNodeHandle {
+        let mut cfg = self.node_configs[index].clone();
+        cfg.hooks = fo_node::Hooks::default();
+        for bank in cfg.banks.values_mut() {
+            bank.active = false;
+        }
+        let node = fo_node::start(cfg).await.expect("FO node simulator restarts on its address");
+        std::mem::replace(&mut self.nodes[index], node)
+    }
+
+    /// A switchover job (also the automatic failover's), as `GET /api/v1/jobs/{id}`.
+    pub async fn job(&self, id: u64) -> Option<mups::switching::Job> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.mups.router.send(mups::driver::Input::Job(id, tx)).await.expect("router runs");
+        rx.await.expect("router answers")
+    }
+
+    /// Runs an FO switchover job through the router (as `POST /api/v1/switch`
+    /// does) and polls it (every 10 ms, at most 60 s) until it is done.
+    pub async fn switch(&self, req: mups::switching::SwitchRequest) -> mups::switching::Job {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.mups.router.send(mups::driver::Input::Switch(req, tx)).await.expect("router runs");
+        let id = rx.await.expect("router answers").expect("job accepted");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(id).await.expect("job exists");
+            if job.state == "done" {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job not done: {job:#?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Where a bank connects.
@@ -211,12 +340,12 @@ impl Lab {
     /// Stops `mups` and starts it again with the same configuration (bank sessions
     /// stay in `pups`); waits until it is attached and sees both nodes up.
     pub async fn restart_mups(self) -> Self {
-        let Self { nodes, pups, mups, banks, config, dir } = self;
+        let Self { nodes, pups, mups, banks, config, node_configs, dir } = self;
         mups.stop().await;
         let mups = mups::runtime::start(Arc::clone(&config), Some("127.0.0.1:0".parse().unwrap()))
             .await
             .expect("mups starts again");
-        let lab = Self { nodes, pups, mups, banks, config, dir };
+        let lab = Self { nodes, pups, mups, banks, config, node_configs, dir };
         lab.wait_until("pups attached again and nodes up", |s| {
             s.pups_attached && s.nodes.iter().filter(|n| n.up).count() >= 1
         })
@@ -268,8 +397,15 @@ fn config_toml(
     } else {
         String::new()
     };
+    let tls = if options.tls {
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let files = mups::tls::self_signed(&dir.join("tls"), &hosts).expect("self-signed certificate");
+        format!("tls_cert = \"{}\"\ntls_key = \"{}\"\n", files.cert.display(), files.key.display())
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n{state_dir}{}\n\n",
+        "[appliance]\nid = \"e2e\"\nlocal_link = \"{}\"\n\n[mups]\nnode_heartbeat_interval_ms = 100\napi_token = \"{API_TOKEN}\"\n{state_dir}{tls}{}\n\n",
         dir.join("pups.sock").display(),
         options.mups,
     );
@@ -282,12 +418,13 @@ fn config_toml(
         out += &format!(
             "[[bank]]\nid = \"{id}\"\nlisten = \"127.0.0.1:0\"\nallow = [\"127.0.0.0/8\"]\nmax_sessions = 16\n\
              framing = {{ length = \"{framing}\", tpdu = {tpdu} }}\nlayout = \"{layout}\"\n\
-             active_node = \"{active}\"\nreserve_node = \"{reserve}\"\nrequest_timeout_ms = 10000\n{extra}\n\n",
+             active_node = \"{active}\"\nreserve_node = \"{reserve}\"\nrequest_timeout_ms = {timeout}\n{extra}\n\n",
             extra = options.bank,
             id = b.id,
             framing = b.framing,
             layout = b.layout,
             active = b.active,
+            timeout = options.request_timeout_ms,
         );
     }
     out

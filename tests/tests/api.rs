@@ -113,10 +113,15 @@ async fn banks_nodes_maintenance_and_the_event_stream() {
     assert_eq!(nodes["nodes"][0]["banks_active"], 2, "{nodes:#}");
 
     // A node in maintenance takes no bank; the flag is reported and can be cleared.
-    let on = r#"{"maintenance": true, "reason": "patching B"}"#;
+    assert_eq!(nodes["nodes"][1]["version"], 0, "{nodes:#}");
+    let on = r#"{"maintenance": true, "reason": "patching B", "version": 0}"#;
     assert_eq!(http(&lab, "PUT", "/api/v1/nodes/B/maintenance", Some(API_TOKEN), Some(on)).await.0, 200);
     assert_eq!(http(&lab, "PUT", "/api/v1/nodes/C/maintenance", Some(API_TOKEN), Some(on)).await.0, 404);
-    let no_reason = r#"{"maintenance": true, "reason": " "}"#;
+    // Another operator's stale copy of node B (version 0) is refused, not applied.
+    let (status, err) = http(&lab, "PUT", "/api/v1/nodes/B/maintenance", Some(API_TOKEN), Some(on)).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err.contains("\"code\":\"conflict\""), "{err}");
+    let no_reason = r#"{"maintenance": true, "reason": " ", "version": 1}"#;
     assert_eq!(
         http(&lab, "PUT", "/api/v1/nodes/B/maintenance", Some(API_TOKEN), Some(no_reason)).await.0,
         400
@@ -127,9 +132,10 @@ async fn banks_nodes_maintenance_and_the_event_stream() {
     assert_eq!(status, 400);
     assert!(err.contains("maintenance"), "{err}");
     assert_eq!(get_json(&lab, "/api/v1/nodes").await["nodes"][1]["maintenance"], true);
-    let off = r#"{"maintenance": false, "reason": "patched"}"#;
+    assert_eq!(get_json(&lab, "/api/v1/nodes").await["nodes"][1]["version"], 1);
+    let off = r#"{"maintenance": false, "reason": "patched", "version": 1}"#;
     assert_eq!(http(&lab, "PUT", "/api/v1/nodes/B/maintenance", Some(API_TOKEN), Some(off)).await.0, 200);
-    let bank_on = r#"{"maintenance": true, "reason": "bank asked us not to move it"}"#;
+    let bank_on = r#"{"maintenance": true, "reason": "bank asked us not to move it", "version": 0}"#;
     assert_eq!(
         http(&lab, "PUT", "/api/v1/banks/bank-bcd/maintenance", Some(API_TOKEN), Some(bank_on)).await.0,
         200

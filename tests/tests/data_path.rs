@@ -20,7 +20,7 @@ async fn traffic_both_ways_through_every_layout_and_framing() {
             grace: Duration::from_secs(10),
             ..bank_sim_config(&lab, b, 3, 400.0)
         };
-        runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
+        runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
     let mut total_fo = 0;
     for (id, run) in runs {

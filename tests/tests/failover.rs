@@ -20,7 +20,7 @@ async fn a_dead_node_s_banks_move_to_the_reserve_and_sessions_stay_up() {
             grace: Duration::from_secs(4),
             ..bank_sim_config(&lab, b, 2, 200.0)
         };
-        runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
+        runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Node A stops answering just before it dies, so requests are surely in flight on it.
@@ -39,7 +39,7 @@ async fn a_dead_node_s_banks_move_to_the_reserve_and_sessions_stay_up() {
         assert_eq!(report.disconnects.total, 0, "{id}: a bank saw a disconnect");
         assert_eq!((c.duplicates, c.unmatched), (0, 0), "{id}");
         // Only requests that were on A when it died may be missing, and only for A's banks.
-        let on_a = ["bank-bin", "bank-bcd"].contains(&id);
+        let on_a = ["bank-bin", "bank-bcd"].contains(&id.as_str());
         assert!(on_a || c.lost == 0, "{id} was on B and lost {}", c.lost);
         assert!(c.lost <= 2 * 4, "{id}: more lost ({}) than could be in flight", c.lost);
         assert!(c.answered > c.sent / 2, "{id}: traffic did not go on after the failover");

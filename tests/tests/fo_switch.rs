@@ -46,7 +46,7 @@ async fn every_bank_switches_back_and_forth_under_load_without_loss() {
             grace: Duration::from_secs(10),
             ..bank_sim_config(&lab, b, 2, 200.0)
         };
-        runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
+        runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let all = || BankSelection::All(AllBanks::All);

@@ -24,7 +24,7 @@ async fn with_the_decline_policy_a_dead_node_s_requests_are_answered_91_and_noth
             grace: Duration::from_secs(4),
             ..bank_sim_config(&lab, b, 2, 200.0)
         };
-        runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
+        runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     // Node A holds its answers, then dies: requests are surely in flight on it.
@@ -71,21 +71,21 @@ async fn failback_waits_for_a_stable_node_and_a_flapping_node_gets_no_bank_back(
             grace: Duration::from_secs(4),
             ..bank_sim_config(&lab, b, 1, 50.0)
         };
-        runs.push((b.id, tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
+        runs.push((b.id.clone(), tokio::spawn(bank::run(cfg, std::future::pending::<()>()))));
     }
-    let on_a: Vec<&str> = lab.banks.iter().filter(|b| b.active == "A").map(|b| b.id).collect();
+    let on_a: Vec<String> = lab.banks.iter().filter(|b| b.active == "A").map(|b| b.id.clone()).collect();
 
     // First loss: the banks go to B, and come back once A is up again for 1 s.
     lab.nodes[0].die().await;
     lab.wait_until("A's banks on B", |s| s.banks.iter().all(|b| b.active_node == "B")).await;
     let snap = lab.snapshot().await;
-    for b in snap.banks.iter().filter(|b| on_a.contains(&b.id.as_str())) {
+    for b in snap.banks.iter().filter(|b| on_a.contains(&b.id)) {
         assert_eq!(b.intent_node, "A", "a failover does not change the admin intent");
     }
     lab.revive_node(0).await;
     let back = lab
         .wait_until("A's banks back on A", |s| {
-            s.banks.iter().filter(|b| on_a.contains(&b.id.as_str())).all(|b| b.active_node == "A")
+            s.banks.iter().filter(|b| on_a.contains(&b.id)).all(|b| b.active_node == "A")
         })
         .await;
     let a = &back.nodes[0];
@@ -129,7 +129,8 @@ async fn routes_intent_and_maintenance_survive_a_mups_restart() {
     assert_eq!(status, 202, "{text}");
     lab.wait_until("bank-bin on B", |s| s.banks.iter().any(|b| b.id == "bank-bin" && b.active_node == "B"))
         .await;
-    let on = r#"{"maintenance": true, "reason": "keep it where it is"}"#;
+    // Neither has had an admin change yet: both are at version 0.
+    let on = r#"{"maintenance": true, "reason": "keep it where it is", "version": 0}"#;
     assert_eq!(
         http(&lab, "PUT", "/api/v1/banks/bank-bcd/maintenance", Some(API_TOKEN), Some(on)).await.0,
         200

@@ -127,6 +127,11 @@ fn push_escaped(key: &mut String, chars: impl Iterator<Item = char>) {
 pub struct MatchKey(String);
 
 impl MatchKey {
+    /// A key handed over as text (from the twin appliance's router).
+    pub fn from_text(text: String) -> Self {
+        Self(text)
+    }
+
     /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0

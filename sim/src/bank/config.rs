@@ -15,6 +15,11 @@ use serde::{Deserialize, Serialize};
 pub struct BankSimConfig {
     /// Where `pups` (or any ISO 8583 peer) listens: `host:port`.
     pub target: String,
+    /// More targets with the same wire profile (e.g. many banks' ports): the
+    /// sessions are spread over `target` and these in turn (session `i` connects to
+    /// target `i mod (1 + more_targets.len())`), one report over all of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub more_targets: Vec<String>,
     /// Number of TCP sessions, each with its own terminal id (DE41) and STAN range.
     pub sessions: u32,
     /// The length header, by `proto::frame` name (`u16be`, `ascii4`, `bcd2`, …).
@@ -81,6 +86,7 @@ impl Default for BankSimConfig {
     fn default() -> Self {
         Self {
             target: "127.0.0.1:7000".to_owned(),
+            more_targets: Vec::new(),
             sessions: 1,
             framing: LengthHeader {
                 encoding: proto::frame::LengthEncoding::Binary { bytes: 2 },

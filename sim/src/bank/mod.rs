@@ -105,8 +105,11 @@ pub async fn run_with_progress(
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, RunError> {
     cfg.validate()?;
-    let addr = resolve(&cfg.target).await?;
-    let shared = Arc::new(Shared::new(cfg, addr)?);
+    let mut addrs = Vec::with_capacity(1 + cfg.more_targets.len());
+    for target in std::iter::once(&cfg.target).chain(&cfg.more_targets) {
+        addrs.push(resolve(target).await?);
+    }
+    let shared = Arc::new(Shared::new(cfg, addrs)?);
     let sessions = (0..shared.cfg.sessions)
         .map(|id| Session::new(Arc::clone(&shared), id))
         .collect::<Result<Vec<_>, _>>()?;

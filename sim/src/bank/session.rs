@@ -71,7 +71,8 @@ pub(crate) struct Shared {
     pub(crate) tpdu: Option<[u8; TPDU_LEN]>,
     pub(crate) keys: MatchKeyConfig,
     pub(crate) mix: Vec<(Mti, u32)>,
-    pub(crate) addr: SocketAddr,
+    /// `target` then `more_targets`, resolved: session `i` connects to `addrs[i % len]`.
+    pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) start: Instant,
     pub(crate) start_wall: SystemTime,
     pub(crate) live: Live,
@@ -79,7 +80,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Checks that every message the sessions will build can be built.
-    pub(crate) fn new(cfg: BankSimConfig, addr: SocketAddr) -> Result<Self, ConfigError> {
+    pub(crate) fn new(cfg: BankSimConfig, addrs: Vec<SocketAddr>) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let layout = cfg.layout()?;
         let framing = cfg.frame_config();
@@ -105,7 +106,7 @@ impl Shared {
             tpdu,
             keys: MatchKeyConfig::default(),
             mix,
-            addr,
+            addrs,
             start: Instant::now(),
             start_wall: SystemTime::now(),
             live: Live::default(),
@@ -361,7 +362,8 @@ impl Session {
             if self.stopped {
                 break;
             }
-            let connect = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(sh.addr));
+            let addr = sh.addrs[self.id as usize % sh.addrs.len()];
+            let connect = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr));
             let result = tokio::select! {
                 r = connect => Some(r),
                 _ = stop.changed() => None,
@@ -374,7 +376,7 @@ impl Session {
                 Some(Ok(Ok(stream))) => {
                     self.connects += 1;
                     sh.live.connected.fetch_add(1, Ordering::Relaxed);
-                    info!(session = self.id, terminal = %self.terminal, "connected to {}", sh.addr);
+                    info!(session = self.id, terminal = %self.terminal, "connected to {addr}");
                     let end = self.drive(stream, &mut stop).await;
                     sh.live.connected.fetch_sub(1, Ordering::Relaxed);
                     self.flush_live();

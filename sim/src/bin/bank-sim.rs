@@ -23,9 +23,11 @@ const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(name = "bank-sim", version)]
 struct Cli {
-    /// Target host:port (pups, or any ISO 8583 peer).
-    #[arg(long, short = 't')]
-    target: String,
+    /// Target host:port (pups, or any ISO 8583 peer). Repeat it, or give a comma
+    /// list, for several targets with the same profile: session i goes to target
+    /// i mod (number of targets).
+    #[arg(long, short = 't', required = true, value_delimiter = ',')]
+    target: Vec<String>,
     /// Number of TCP sessions.
     #[arg(long, short = 'n', default_value_t = 1)]
     sessions: u32,
@@ -107,7 +109,8 @@ struct Cli {
 impl Cli {
     fn config(&self) -> BankSimConfig {
         BankSimConfig {
-            target: self.target.clone(),
+            target: self.target[0].clone(),
+            more_targets: self.target[1..].to_vec(),
             sessions: self.sessions,
             framing: self.framing,
             tpdu: self.tpdu.clone(),

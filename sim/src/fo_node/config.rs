@@ -289,6 +289,11 @@ pub struct Hooks {
     pub nack_reason: u16,
     /// Stop answering `HEARTBEAT`s (a stalled node, as `mups` sees it).
     pub ignore_heartbeats: bool,
+    /// Skip the scheduled origination ticks (requests and echo tests; counted in
+    /// `originate_skipped`), e.g. until the banks are connected, or so that a test
+    /// can wait for every originated request to be answered. One-off `originate`
+    /// commands still go.
+    pub pause_origination: bool,
 }
 
 impl Default for Hooks {
@@ -299,6 +304,7 @@ impl Default for Hooks {
             delay_ms_on: BTreeMap::new(),
             nack_reason: NackReason::Internal.code(),
             ignore_heartbeats: false,
+            pause_origination: false,
         }
     }
 }

@@ -121,12 +121,17 @@ async fn originate_loop(shared: Arc<Shared>, cfg: OriginateConfig) {
         tokio::select! {
             () = shared.token.cancelled() => return,
             _ = requests.tick(), if want_requests => {
+                if shared.origination_paused() {
+                    continue;
+                }
                 if shared.originate(&cfg.bank, OriginKind::Request).is_ok() {
                     sent += 1;
                 }
             }
             _ = echoes.tick(), if cfg.echo_interval_ms.is_some() => {
-                let _ = shared.originate(&cfg.bank, OriginKind::Echo);
+                if !shared.origination_paused() {
+                    let _ = shared.originate(&cfg.bank, OriginKind::Echo);
+                }
             }
         }
     }
@@ -242,6 +247,12 @@ impl FoNodeHandle {
     /// Stop (`false`) or resume (`true`) answering heartbeats.
     pub fn answer_heartbeats(&self, on: bool) {
         self.update_hooks(|h| h.ignore_heartbeats = !on);
+    }
+
+    /// Pause (`true`) or resume (`false`) the scheduled origination (the
+    /// `pause_origination` hook).
+    pub fn pause_origination(&self, on: bool) {
+        self.update_hooks(|h| h.pause_origination = on);
     }
 
     /// Originates one request (or echo test) to `bank` now, on the oldest link, with

@@ -385,6 +385,15 @@ impl Shared {
         self.lock().hooks.clone()
     }
 
+    /// Whether the `pause_origination` hook is on; if so the skipped tick is counted.
+    pub(crate) fn origination_paused(&self) -> bool {
+        let mut st = self.lock();
+        if st.hooks.pause_origination {
+            st.stats.originate_skipped += 1;
+        }
+        st.hooks.pause_origination
+    }
+
     pub(crate) fn update_hooks(&self, f: impl FnOnce(&mut Hooks)) {
         f(&mut self.lock().hooks);
     }
