@@ -402,7 +402,7 @@ impl Appliance {
         info!("this appliance is active");
         self.role = Role::Active;
         if self.diverted.take().is_some() {
-            let _ = self.io.router.send(Input::Divert(None)).await;
+            self.divert(None).await;
         }
         self.relaying = None;
         let _ = self.io.nodes_enabled.send(true);
@@ -526,9 +526,11 @@ impl Appliance {
                     // From here on the sessions are frozen: what the nodes send is
                     // kept for whoever serves the sessions in the end.
                     let (tx, rx) = mpsc::unbounded_channel();
-                    let _ = self.io.router.send(Input::Divert(Some(tx))).await;
+                    self.divert(Some(tx)).await;
                     self.diverted = Some(rx);
                     self.relaying = Some(Relaying::Hold(switch_id, Vec::new()));
+                    // Only now: everything routed before is already on its way to pups,
+                    // ahead of the checkpoint (pups drops DATA for a frozen session).
                     self.to_pups(switch_id, HandoverOp::Checkpoint, 0, Bytes::new()).await;
                 }
                 ActiveOutput::Ship => {
@@ -566,22 +568,9 @@ impl Appliance {
                     }
                 }
                 ActiveOutput::Thaw => {
+                    // What was held goes to our router once pups answers THAWED (DATA
+                    // for a session still frozen would be dropped).
                     self.to_pups(switch_id, HandoverOp::Thaw, 0, Bytes::new()).await;
-                    // Ours again: what was held goes to our router, in order, and
-                    // reaches the thawed sessions.
-                    let _ = self.io.router.send(Input::Divert(None)).await;
-                    let mut held = match self.relaying.take() {
-                        Some(Relaying::Hold(_, held)) => held,
-                        _ => Vec::new(),
-                    };
-                    if let Some(mut rx) = self.diverted.take() {
-                        while let Ok(d) = rx.try_recv() {
-                            held.push(d);
-                        }
-                    }
-                    for (node, data) in held {
-                        let _ = self.io.router.send(Input::NodeData(node, data)).await;
-                    }
                 }
                 ActiveOutput::Finished(outcome) => {
                     let reason = self.handing.take().map(|h| h.reason);
@@ -658,6 +647,29 @@ impl Appliance {
         }
     }
 
+    async fn divert(&self, to: Option<mpsc::UnboundedSender<(NodeId, Data)>>) {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.io.router.send(Input::Divert(to, tx)).await;
+        let _ = rx.await;
+    }
+
+    /// The sessions are ours again: nodes' DATA held since the checkpoint goes to
+    /// our router, in order.
+    async fn give_back_held(&mut self) {
+        let Some(mut rx) = self.diverted.take() else { return };
+        self.divert(None).await;
+        let mut held = match self.relaying.take() {
+            Some(Relaying::Hold(_, held)) => held,
+            _ => Vec::new(),
+        };
+        while let Ok(d) = rx.try_recv() {
+            held.push(d);
+        }
+        for (node, data) in held {
+            let _ = self.io.router.send(Input::NodeData(node, data)).await;
+        }
+    }
+
     async fn relay(&self, switch_id: u64, node: NodeId, data: Data) {
         match FoMessage::Data(data).to_vec() {
             Ok(frame) => {
@@ -699,7 +711,11 @@ impl Appliance {
                 }
                 self.feed_active(ActiveInput::Checkpointed { sessions: h.count }).await;
             }
-            HandoverOp::Thawed | HandoverOp::Closed | HandoverOp::Serving => {
+            HandoverOp::Thawed => {
+                info!(switch_id = h.switch_id, sessions = h.count, detail = %h.detail, "pups thawed the sessions");
+                self.give_back_held().await;
+            }
+            HandoverOp::Closed | HandoverOp::Serving => {
                 info!(op = ?h.op, switch_id = h.switch_id, sessions = h.count, "pups");
             }
             HandoverOp::Locked => {

@@ -76,8 +76,9 @@ pub enum Input {
     /// The active twin's routes, intent and maintenance flags (replication).
     ApplyRoutes(RouteState),
     /// From now on, nodes' DATA goes to this channel instead of the router (the
-    /// sessions are frozen for the twin; `None` ends it).
-    Divert(Option<mpsc::UnboundedSender<(NodeId, Data)>>),
+    /// sessions are frozen for the twin; `None` ends it). The reply comes once
+    /// everything routed before it has been handed to `pups`.
+    Divert(Option<mpsc::UnboundedSender<(NodeId, Data)>>, oneshot::Sender<()>),
 }
 
 /// A maintenance flag to set or clear.
@@ -270,6 +271,8 @@ struct Driver {
     active: bool,
     /// Nodes' DATA diverted to the appliance task (see [`Input::Divert`]).
     divert: Option<mpsc::UnboundedSender<(NodeId, Data)>>,
+    /// Answered once the actions of the current batch are out.
+    after_drain: Vec<oneshot::Sender<()>>,
     /// Routes, intent or maintenance changed since last published.
     routes_dirty: bool,
     started: Instant,
@@ -370,6 +373,7 @@ pub async fn run(
         routes: cfg.routes,
         active: cfg.active,
         divert: None,
+        after_drain: Vec::new(),
         routes_dirty: true,
         started: now(),
         absent_checked: false,
@@ -434,6 +438,9 @@ pub async fn run(
         }
         d.feed_drains(now());
         d.drain().await;
+        for done in d.after_drain.drain(..) {
+            let _ = done.send(());
+        }
         if d.routes_dirty {
             d.publish_routes();
         }
@@ -552,7 +559,10 @@ impl Driver {
                 }
                 None => self.router.from_node(now, node, data),
             },
-            Input::Divert(tx) => self.divert = tx,
+            Input::Divert(tx, done) => {
+                self.divert = tx;
+                self.after_drain.push(done);
+            }
             Input::PupsAttached => {
                 self.pups_attached = true;
                 self.confirmed.clear();

@@ -13,10 +13,11 @@
 //! **whoever holds the VIP serves the sessions**. Until the active asks keepalived
 //! to give the VIP up ([`ActiveOutput::SetVrrpFault`]), any failure aborts: the
 //! active thaws its frozen sessions and tells the twin to discard what it received.
-//! Once it has asked, it decides nothing by itself any more: if its keepalived
-//! reports the VIP gone, it closes its frozen copies (silently, in repair mode) and
-//! the twin restores; if the VIP comes back (the twin died, or never took it), it
-//! thaws and serves on. The twin restores only once it holds the VIP, and it keeps
+//! Once it has asked, it decides nothing by itself any more: when the twin says it
+//! has the VIP (`VIP_TAKEN`), it closes its frozen copies (silently, in repair
+//! mode) and the twin restores; if the VIP comes back (the twin died, or never took
+//! it), it thaws and serves on. Its own keepalived reporting the VIP gone is not
+//! enough: the VIP may have gone nowhere. The twin restores only once it holds the VIP, and it keeps
 //! the bank ports locked until every session is restored.
 //!
 //! Inputs take `now`; outputs are drained with `poll_output`; the next deadline is
@@ -89,6 +90,12 @@ pub enum PeerMessage {
         /// Snapshots held.
         sessions: u32,
     },
+    /// Twin → active: the VIP arrived here; it restores the sessions. From now on
+    /// the twin serves them: the active closes its frozen copies.
+    VipTaken {
+        /// The switchover.
+        switch_id: u64,
+    },
     /// Twin → active: it holds the VIP and serves the sessions.
     Serving {
         /// The switchover.
@@ -115,6 +122,7 @@ impl PeerMessage {
             | Self::Ready { switch_id }
             | Self::ShipEnd { switch_id, .. }
             | Self::Holding { switch_id, .. }
+            | Self::VipTaken { switch_id }
             | Self::Serving { switch_id, .. }
             | Self::Abort { switch_id, .. } => *switch_id,
         }
@@ -382,7 +390,10 @@ impl ActiveSwitch {
                 self.times.ship_micros = Some(self.step(now, P::MovingVip, Some(self.cfg.vip_timeout)));
                 self.out.push_back(ActiveOutput::SetVrrpFault(true));
             }
-            (P::MovingVip, ActiveInput::VipHere(false)) => {
+            // The VIP leaving us is not enough: it may have gone nowhere (the
+            // twin's keepalived is stuck). The twin's word that it has it is.
+            (P::MovingVip | P::AwaitingVipBack, ActiveInput::Peer(PeerMessage::VipTaken { .. })) => {
+                self.abort = None;
                 self.times.vip_micros = Some(self.step(now, P::Committed, None));
                 self.out.push_back(ActiveOutput::CloseFrozen);
                 self.finish(now);
@@ -403,13 +414,6 @@ impl ActiveSwitch {
                 }));
                 self.step(now, P::Aborted, None);
                 self.out.push_back(ActiveOutput::Thaw);
-                self.finish(now);
-            }
-            (P::AwaitingVipBack, ActiveInput::VipHere(false)) => {
-                // The twin took the VIP after all: it serves the sessions.
-                self.abort = None;
-                self.times.vip_micros = Some(self.step(now, P::Committed, None));
-                self.out.push_back(ActiveOutput::CloseFrozen);
                 self.finish(now);
             }
             (P::AwaitingVipBack | P::MovingVip, _) => {}
@@ -716,6 +720,8 @@ impl StandbySwitch {
 
     fn restore(&mut self, now: Instant) {
         self.times.vip_micros = Some(self.step(now, StandbyPhase::Restoring, Some(self.cfg.restore_timeout)));
+        let taken = PeerMessage::VipTaken { switch_id: self.switch_id };
+        self.out.push_back(StandbyOutput::ToPeer(taken));
         self.out.push_back(StandbyOutput::Restore);
     }
 

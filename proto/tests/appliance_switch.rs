@@ -278,6 +278,21 @@ fn a_vip_that_moves_after_the_active_gave_up_still_means_the_twin_serves() {
 }
 
 #[test]
+fn a_vip_that_leaves_us_for_nobody_comes_back_and_the_sessions_thaw() {
+    let mut p = Pair::up_to_holding(20);
+    // Our keepalived goes FAULT as asked; the twin's never takes the VIP.
+    p.active_in(ActiveInput::VipHere(false));
+    assert_eq!(p.active.phase(), ActivePhase::MovingVip, "gone from here is not taken there");
+    assert!(!p.active_did.contains(&ActiveOutput::CloseFrozen));
+    p.advance(Duration::from_secs(4));
+    assert_eq!(p.active.phase(), ActivePhase::AwaitingVipBack);
+    p.active_in(ActiveInput::VipHere(true));
+    assert_eq!(p.active_outcome().aborted, Some(AbortReason::VipStayed));
+    assert!(p.active_did.contains(&ActiveOutput::Thaw));
+    assert!(p.standby_did.contains(&StandbyOutput::Discard));
+}
+
+#[test]
 fn an_operator_cancel_is_honoured_until_the_vip_is_asked_to_move() {
     let mut p = Pair::start();
     p.standby_in(StandbyInput::Locked);

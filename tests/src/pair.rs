@@ -95,7 +95,8 @@ impl PairOptions {
             prefix: format!("p{}{n}", pid % 10_000),
             subnet: 20 + ((pid * 7 + n) % 200) as u8,
             dir: std::env::temp_dir().join(format!("pair-{name}-{pid}")),
-            keep_dir: false,
+            // PAIR_LAB_KEEP=1 keeps configurations and logs for a post-mortem.
+            keep_dir: std::env::var("PAIR_LAB_KEEP").is_ok_and(|v| v == "1"),
             bin_dir: bin_dir(),
             banks: pair_banks(),
             token: "pair-token".into(),
@@ -558,9 +559,46 @@ impl PairLab {
         Ok(out)
     }
 
-    /// Sends `signal` (`-9`, `-STOP`, `-CONT`, …) to process `name`.
+    /// Limits the peer link traffic (TCP port 9200, either way) that namespace
+    /// `which` sends to `rate` (a `tc` rate, e.g. `256kbit`), or lifts the limit
+    /// (`None`): to make a transfer last long enough for a test to act in the middle
+    /// of it. Everything else (VRRP adverts, FO links, banks) keeps its pace.
+    pub fn shape(&self, which: &str, rate: Option<&str>) -> Result<(), String> {
+        let ns = self.ns(which);
+        let tc = |args: &[&str]| run(Command::new("tc").arg("-n").arg(&ns).args(args)).map(drop);
+        let Some(rate) = rate else { return tc(&["qdisc", "del", "dev", "eth0", "root"]) };
+        // htb (this kernel has no prio qdisc): everything in a fast default class,
+        // the peer link in a slow one.
+        tc(&[
+            "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb", "default", "10", "r2q",
+            "100000",
+        ])?;
+        tc(&["class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit"])?;
+        tc(&[
+            "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:30", "htb", "rate", rate, "ceil",
+            rate,
+        ])?;
+        for side in ["dport", "sport"] {
+            tc(&[
+                "filter", "add", "dev", "eth0", "parent", "1:", "protocol", "ip", "u32", "match", "ip", side,
+                "9200", "0xffff", "flowid", "1:30",
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` (`-9`, `-STOP`, `-CONT`, …) to process `name`. For keepalived,
+    /// its VRRP child gets it first (the parent alone going away makes the child
+    /// hand the VIP over gracefully, which is not what a test of a stuck or dead
+    /// appliance wants).
     pub fn signal(&self, name: &str, signal: &str) -> Result<(), String> {
         let p = self.procs.iter().find(|p| p.name == name).ok_or_else(|| format!("no process {name}"))?;
+        if let Some(app) = name.strip_suffix("-keepalived") {
+            let pid_file = self.opts.dir.join(app).join("keepalived.vrrp.pid");
+            let child =
+                std::fs::read_to_string(&pid_file).map_err(|e| format!("{}: {e}", pid_file.display()))?;
+            run(Command::new("kill").arg(signal).arg(child.trim()))?;
+        }
         run(Command::new("kill").arg(signal).arg(p.child.id().to_string())).map(drop)
     }
 

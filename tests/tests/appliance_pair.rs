@@ -46,7 +46,7 @@ fn counters_delta(
         for key in ["TcpOutRsts", "TcpExtPAWSEstab"] {
             let d = after.get(key).copied().unwrap_or(0) - b.get(key).copied().unwrap_or(0);
             if d != 0 {
-                problems.push(format!("{ns}: {key} grew by {d}"));
+                problems.push(format!("{ns}: {key} grew by {d} (before {b:?}, after {after:?})"));
             }
         }
     }
@@ -121,15 +121,29 @@ fn a_twin_that_dies_mid_transfer_leaves_the_active_serving() {
     let (_one, mut lab) = lab("dies");
     let active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let standby = 3 - active;
-    lab.start_bank_sims(25, 50.0, Duration::from_secs(8)).unwrap();
-    std::thread::sleep(Duration::from_secs(1));
+    // 400 sessions, and the active's link slowed down: their snapshots take about a
+    // second to reach the twin, so the twin can die in the middle of the transfer.
+    lab.start_bank_sims(100, 20.0, Duration::from_secs(12)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    lab.shape(&format!("app{active}"), Some("256kbit")).unwrap();
     let (status, text) =
         lab.http(active, "POST", "/api/v1/appliance/switchover", Some(r#"{"reason": "x"}"#)).unwrap();
     assert_eq!(status, 202, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = lab.appliance(active).unwrap();
+        if a["switchover"]["phase"] == "shipping" {
+            break;
+        }
+        assert!(a["last_switchover"].is_null(), "the switchover ended before the transfer: {a:#}");
+        assert!(Instant::now() < deadline, "{a:#}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // The whole twin goes: its keepalived too, so the VIP cannot go there.
     for p in ["keepalived", "mups", "pups"] {
         lab.signal(&format!("app{standby}-{p}"), "-9").unwrap();
     }
+    lab.shape(&format!("app{active}"), None).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let last = loop {
         let a = lab.appliance(active).unwrap();
@@ -140,6 +154,7 @@ fn a_twin_that_dies_mid_transfer_leaves_the_active_serving() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(last["outcome"]["committed"], false, "{last:#}");
+    assert_eq!(last["outcome"]["aborted"]["reason"], "peer_lost", "{last:#}");
     assert_eq!(lab.appliance(active).unwrap()["role"], "active");
     assert_clean_banks(&mut lab);
     lab.down();
