@@ -124,24 +124,76 @@ function describe(value) {
     el('dd', {}, describe(v))]));
 }
 
+const ROLE_NOTE = {
+  standalone: 'Standalone: no twin is configured, so there is no planned switchover from here.',
+  active: 'Active: this appliance holds the VIP and the bank sessions.',
+  standby: 'Standby: the twin serves; this appliance follows its state and can take the sessions over.',
+};
+
+function micros(v) {
+  return v === null || v === undefined ? '—' : `${number(v / 1000, 1)} ms`;
+}
+
+// The fields an operator looks for first, in a fixed table; the raw outcome below it.
+function applianceSummary(s) {
+  const row = (key, label, value) => el('tr', { 'data-key': key }, el('th', { text: label }),
+    el('td', {}, value));
+  const twin = s.twin;
+  const vrrp = s.vrrp;
+  const last = s.last_switchover;
+  const outcome = last?.outcome;
+  const rows = [
+    row('appliance', 'This appliance', `${s.appliance_id}`),
+    row('role', 'Role', badge(s.role, s.role === 'standalone' ? 'muted' : 'ok')),
+    row('maintenance', 'Maintenance', s.maintenance ? 'yes (refuses to take sessions over)' : 'no'),
+    row('vrrp', 'VRRP', vrrp
+      ? `${vrrp.instance}: ${vrrp.state}, priority ${vrrp.priority ?? '—'} (configured ${vrrp.configured_priority})${vrrp.fault_set ? ', fault set by us' : ''}`
+      : '—'),
+    row('twin', 'Twin', twin
+      ? `${twin.id ?? '(not yet seen)'}: ${twin.connected ? 'link up' : 'link down'}, rtt ${micros(twin.rtt_micros)}`
+      : '—'),
+    row('replication', 'Replication', `seq ${s.replication.seq}, acked ${s.replication.acked}, `
+      + `lag ${s.replication.lag_changes} change(s) / ${s.replication.lag_ms} ms`),
+    row('running', 'Switchover under way', s.switchover
+      ? `#${s.switchover.switch_id} (${s.switchover.side}): ${s.switchover.phase}` : 'none'),
+    row('last', 'Last switchover', last
+      ? `#${outcome.switch_id} as ${last.side} at ${time(last.finished_unix_ms)}: `
+        + `${outcome.committed ? 'committed' : `aborted (${outcome.aborted ?? 'unknown'})`}, `
+        + `${outcome.sessions} session(s), frozen ${micros(outcome.times.frozen_micros)}, `
+        + `total ${micros(outcome.times.total_micros)}${last.reason ? ` — ${last.reason}` : ''}`
+      : 'none'),
+  ];
+  return el('div', {},
+    el('p', { class: 'muted', id: 'appliance-role-note', text: ROLE_NOTE[s.role] ?? '' }),
+    el('table', { id: 'appliance-table' }, el('tbody', {}, rows)),
+    outcome ? el('details', {}, el('summary', { text: 'Last switchover, every step' }), describe(outcome)) : null);
+}
+
 export class AppliancePage extends Page {
   constructor(bus) {
     super(bus);
-    this.available = false;
+    this.status = null;
+    this.lastFetch = 0;
     $('#appliance-form').addEventListener('submit', (e) => {
       e.preventDefault();
       this.switchover(e.currentTarget);
     });
+    // The appliance state changes with keepalived and the twin, not with bank traffic: the
+    // server's periodic stats event is the tick that refreshes it while the page is open.
+    bus.addEventListener('stats', () => {
+      if (this.active && Date.now() - this.lastFetch > 900) this.load();
+    });
   }
 
   async load() {
+    this.lastFetch = Date.now();
     const info = $('#appliance-info');
     try {
-      const data = await get('/api/v1/appliance');
-      this.available = true;
-      info.replaceChildren(el('h2', { text: 'Appliance pair' }), describe(data));
+      this.status = await get('/api/v1/appliance');
+      info.replaceChildren(el('h2', { text: 'Appliance pair' }), applianceSummary(this.status));
+      $('#appliance-error').textContent = '';
     } catch (err) {
-      this.available = false;
+      this.status = null;
       if (err instanceof ApiError && err.status === 404) {
         info.replaceChildren(el('h2', { text: 'Appliance pair' }),
           el('p', { class: 'muted', id: 'appliance-unavailable',
@@ -150,8 +202,10 @@ export class AppliancePage extends Page {
         this.error($('#appliance-error'), err);
       }
     }
-    show($('#appliance-form'), this.available && this.role !== 'viewer');
-    if (this.available) {
+    // Only the active side of a pair hands over; a standby or a standalone has nothing to give.
+    const canSwitch = this.status?.role === 'active' && !this.status.switchover && this.role !== 'viewer';
+    show($('#appliance-form'), canSwitch);
+    if (canSwitch) {
       const { banks } = await get('/api/v1/banks');
       const sessions = banks.reduce((n, b) => n + b.sessions.length, 0);
       const rate = banks.reduce((n, b) => n + b.rate_per_s, 0);

@@ -225,9 +225,11 @@ async fn drive(c: &Client, lab: &Lab, password: &str) -> Result<(), String> {
     assert!(href.contains("action=switch.") && href.contains("format=csv"), "{href}");
     screenshot(c, "05-audit.png").await;
 
-    // The appliance pair's backend is not in this build: the page says so, without an error.
+    // This mups runs alone: the appliance page shows it standalone, and offers no switchover.
     find(c, "nav a[data-page='appliance']").await.click().await.unwrap();
-    wait_text(c, "#appliance-info", |t| t.contains("Not available")).await;
+    wait_text(c, "#appliance-table tr[data-key='role'] td", |t| t == "standalone").await;
+    wait_text(c, "#appliance-role-note", |t| t.contains("no twin")).await;
     assert!(is_hidden(&find(c, "#appliance-form").await).await);
+    screenshot(c, "06-appliance.png").await;
     Ok(())
 }
