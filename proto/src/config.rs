@@ -78,6 +78,11 @@ pub struct PupsSection {
     pub metrics_listen: Option<SocketAddr>,
     /// Runtime threads: 0 = one per core, 1 = a single thread (no cross-thread wake-ups).
     pub worker_threads: usize,
+    /// Appliance pair: the NFQUEUE number on which the network lock holds bank
+    /// packets during a switchover instead of dropping them (needs `iptables` with
+    /// the NFQUEUE target; turns IPv4 forwarding on for packets whose VIP has moved).
+    /// Unset: they are dropped and the banks resend them on their own timers.
+    pub hold_queue: Option<u16>,
 }
 
 impl Default for PupsSection {
@@ -88,6 +93,7 @@ impl Default for PupsSection {
             session_queue: 256,
             metrics_listen: None,
             worker_threads: 0,
+            hold_queue: None,
         }
     }
 }

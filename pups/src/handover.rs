@@ -41,6 +41,10 @@ const BARRIER_WAIT: Duration = Duration::from_secs(1);
 /// Longest wait, at a checkpoint, for the banks to acknowledge bytes in flight.
 const ACK_WAIT: Duration = Duration::from_millis(200);
 
+/// Longest wait, after handing sessions to the twin, for the VIP to leave this
+/// host before held packets are forwarded to it.
+const VIP_GONE_WAIT: Duration = Duration::from_secs(2);
+
 /// Room kept in a `HANDOVER` frame for everything but the snapshot batch.
 const FRAME_MARGIN: usize = 4096;
 
@@ -123,12 +127,15 @@ pub(crate) struct Worker {
     incoming_failures: Vec<String>,
     adoptees: Vec<Adoptee>,
     max_frame: usize,
+    /// The lock's hold mode: where held bank packets wait (`netlock`).
+    hold: Option<Arc<sys::HoldQueue>>,
 }
 
 impl Worker {
-    pub(crate) fn new(hub: Arc<Hub>, netlock: NetLock) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, netlock: NetLock, hold: Option<sys::HoldQueue>) -> Self {
         let bank_ports = bank_ports(&hub);
         Self {
+            hold: hold.map(Arc::new),
             hub,
             netlock,
             bank_ports,
@@ -192,6 +199,14 @@ impl Worker {
                 "shutdown: restored sessions never served, closed silently"
             );
             self.adoptees.clear();
+        }
+        // Every bank session here is closed by now (or is the twin's): nothing left to
+        // guard. A crash skips this and leaves the lock in place, which fails closed.
+        if self.installed {
+            match self.netlock.remove().await {
+                Ok(()) => info!("shutdown: network lock removed"),
+                Err(e) => warn!(error = %e, "shutdown: cannot remove the network lock"),
+            }
         }
     }
 
@@ -455,6 +470,43 @@ impl Worker {
     }
 
     /// Starts a frozen session's tasks again (it is out of repair mode).
+    /// Gives the packets the lock held their verdict (hold mode; otherwise there
+    /// are none). Accepted, they go to the live sockets here, or on to the twin if
+    /// the VIP has left.
+    async fn release_held(&self, release: sys::Release) {
+        let Some(hold) = self.hold.clone() else { return };
+        match tokio::task::spawn_blocking(move || hold.release(release)).await {
+            Ok(Ok(n)) => {
+                self.hub.metrics.held_packets_released(n, release == sys::Release::Accept);
+                info!(packets = n, ?release, "held bank packets released");
+            }
+            Ok(Err(e)) => error!(error = %e, "cannot release the held bank packets (they time out)"),
+            Err(e) => error!(error = %e, "cannot release the held bank packets (they time out)"),
+        }
+    }
+
+    /// Held packets whose sessions now live on the twin: on once the VIP has left
+    /// (forwarded to it), never to this host, where they would meet no socket and
+    /// draw an RST.
+    async fn forward_held_to_twin(&self) {
+        if self.hold.is_none() {
+            return;
+        }
+        let vips: std::collections::BTreeSet<IpAddr> = self.bank_ports.iter().map(|&(ip, _)| ip).collect();
+        let deadline = Instant::now() + VIP_GONE_WAIT;
+        loop {
+            let here: Vec<IpAddr> = vips.iter().copied().filter(|&ip| sys::is_local(ip)).collect();
+            if here.is_empty() {
+                return self.release_held(sys::Release::Accept).await;
+            }
+            if Instant::now() > deadline {
+                warn!(vips = ?here, "the VIP is still here: held bank packets dropped (the banks resend them)");
+                return self.release_held(sys::Release::Drop).await;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn unfreeze(&self, f: FrozenSession) {
         session::thaw(self.hub.clone(), f.session, f.frozen);
     }
@@ -483,6 +535,9 @@ impl Worker {
         let n = thawed.len() as u32;
         for f in thawed {
             self.unfreeze(f);
+        }
+        if !self.ports_locked {
+            self.release_held(sys::Release::Accept).await;
         }
         self.hub.set_held(false, &self.hub.sessions());
         (n, failures)
@@ -536,6 +591,7 @@ impl Worker {
         if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
             warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
         }
+        self.forward_held_to_twin().await;
         // Sessions that were not handed over run their course here.
         self.hub.set_held(false, &self.hub.sessions());
         info!(sessions = n, "frozen sessions closed silently: the twin serves them");
@@ -633,6 +689,8 @@ impl Worker {
             }
         }
         self.hub.metrics.adopted(served);
+        // After the sockets are live: what the banks sent meanwhile reaches them now.
+        self.release_held(sys::Release::Accept).await;
         self.hub.set_held(false, &self.hub.sessions());
         info!(sessions = served, "serving: bank ports unlocked");
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])

@@ -23,7 +23,8 @@
 //! - `handover`: the `HANDOVER` ops of a planned appliance switchover (lock,
 //!   quiesce, checkpoint, thaw, close, restore, serve), carried out one at a time.
 //! - [`netlock`]: the network lock (nftables table `inet pups_lock`): silent DROP
-//!   of VIP bank ports (standby) or single sessions (active) during a switchover.
+//!   of VIP bank ports (standby) or single sessions (active) during a switchover,
+//!   or in hold mode (`[pups] hold_queue`) holding them on an NFQUEUE instead.
 //! - [`error`]: [`PupsError`], why `pups` could not start.
 //! - [`sys`]: `TCP_REPAIR` checkpoint and restore of bank sockets, and the
 //!   startup self-check; the only module allowed `unsafe`.
@@ -97,8 +98,9 @@ impl Pups {
         }
         let (handover_tx, handover_rx) = tokio::sync::mpsc::unbounded_channel();
         let hub = Arc::new(hub::Hub::new(cfg.clone(), handover_tx));
-        let mut worker = handover::Worker::new(hub.clone(), netlock::NetLock::new());
         let pair = cfg.vrrp.is_some();
+        let (netlock, hold) = hold_mode(&cfg, pair);
+        let mut worker = handover::Worker::new(hub.clone(), netlock, hold);
         if pair {
             // keepalived may give us the VIP at any moment, and announces it before
             // anyone hears of it: the bank ports are locked before anything else,
@@ -206,6 +208,31 @@ impl Pups {
             warn!(path = %self.local_link.display(), error = %e, "cannot remove the local link socket");
         }
         info!("pups stopped");
+    }
+}
+
+/// The network lock, and in hold mode its queue. Hold mode needs the queue bound
+/// and IPv4 forwarding on; if either fails the lock drops instead, and says so
+/// (switchovers still work; banks resend on their timers).
+fn hold_mode(cfg: &ApplianceConfig, pair: bool) -> (netlock::NetLock, Option<sys::HoldQueue>) {
+    let lock = netlock::NetLock::new();
+    let Some(number) = cfg.pups.hold_queue.filter(|_| pair) else { return (lock, None) };
+    let queue = match sys::HoldQueue::open(number) {
+        Ok(q) => q,
+        Err(e) => {
+            warn!(queue = number, error = %e, "cannot bind the hold queue: the network lock drops instead");
+            return (lock, None);
+        }
+    };
+    match sys::enable_forwarding() {
+        Ok(was_on) => {
+            info!(queue = number, forwarding_was_on = was_on, "network lock in hold mode");
+            (lock.with_hold_queue(number), Some(queue))
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot turn IPv4 forwarding on: the network lock drops instead");
+            (lock, None)
+        }
     }
 }
 

@@ -232,6 +232,13 @@ pub(crate) struct Metrics {
     handover_adopted: Counter,
     handover_refused: Counter,
     handover_restore_failures: Counter,
+    held_packets: Family<VerdictLabels, Counter>,
+}
+
+/// What became of packets the network lock held.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: &'static str,
 }
 
 impl Metrics {
@@ -260,6 +267,7 @@ impl Metrics {
             handover_adopted: Counter::default(),
             handover_refused: Counter::default(),
             handover_restore_failures: Counter::default(),
+            held_packets: Family::default(),
         };
         let r = &mut m.registry;
         r.register("pups_sessions", "Open bank sessions", m.sessions.clone());
@@ -314,6 +322,12 @@ impl Metrics {
             "pups_handover_refused_sessions",
             "Sessions a checkpoint left out (not ESTABLISHED, ended, too big), served on here",
             m.handover_refused.clone(),
+        );
+        r.register(
+            "pups_handover_held_packets",
+            "Bank packets the network lock held during a switchover, by verdict (accepted: delivered here \
+             or forwarded to the twin; dropped: the bank resends)",
+            m.held_packets.clone(),
         );
         r.register(
             "pups_handover_restore_failures",
@@ -389,6 +403,11 @@ impl Metrics {
 
     pub(crate) fn handed_over(&self, n: u32) {
         self.handover_handed_over.inc_by(n.into());
+    }
+
+    pub(crate) fn held_packets_released(&self, n: u64, accepted: bool) {
+        let verdict = if accepted { "accepted" } else { "dropped" };
+        self.held_packets.get_or_create(&VerdictLabels { verdict }).inc_by(n);
     }
 
     pub(crate) fn adopted(&self, n: u32) {
@@ -489,6 +508,11 @@ impl Stats {
     /// Sessions handed to the twin since start.
     pub fn handed_over(&self) -> u64 {
         self.0.handover_handed_over.get()
+    }
+
+    /// Held bank packets accepted (delivered or forwarded) since start.
+    pub fn held_packets_accepted(&self) -> u64 {
+        self.0.held_packets.get_or_create(&VerdictLabels { verdict: "accepted" }).get()
     }
 
     /// Sessions adopted from the twin since start.

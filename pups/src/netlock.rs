@@ -14,7 +14,16 @@
 //! through the `nft` binary (`nft -f -`, one atomic transaction per call; `nft -j`
 //! to read it back). Locked ports and sessions are elements of nft sets, so
 //! thousands lock in one transaction and each add or remove is one set operation.
-//! The rules sit at priority raw (before conntrack) and only DROP, never reject.
+//! The rules sit before raw (and conntrack) and never reject.
+//!
+//! **Hold mode** (`[pups] hold_queue`): instead of dropping, the lock holds a
+//! bank's packets while the VIP is on this host — it marks them ([`HOLD_MARK`]) and
+//! one `iptables` rule of ours (chain `PUPS_HOLD` in table `raw`, since this
+//! kernel's nftables has no `queue` expression) puts them on an NFQUEUE that
+//! `pups` reads (`sys::HoldQueue`) — and forwards them when the VIP is not here
+//! ([`FORWARD_MARK`]): to the twin that has it. What the bank sent during a
+//! switchover then arrives late instead of being resent on the bank's timer.
+//! Forwarding is limited by our own `forward` chain to packets we marked.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -31,6 +40,17 @@ pub const TABLE: &str = "pups_lock";
 /// restore code must send while sessions are still locked. The value is CRIU's
 /// (`SOCCR_MARK`), which operators may already know.
 pub const PASS_MARK: u32 = 0xC114;
+
+/// Hold mode: a locked bank packet for a VIP on this host, queued until its
+/// session is live again.
+pub const HOLD_MARK: u32 = 0xC115;
+
+/// Hold mode: a locked bank packet for a VIP no longer (or not yet) on this host,
+/// forwarded to where the VIP is.
+pub const FORWARD_MARK: u32 = 0xC116;
+
+/// The `iptables` chain (table `raw`) that queues held packets.
+pub const HOLD_CHAIN: &str = "PUPS_HOLD";
 
 /// One bank TCP session as this host sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,6 +91,14 @@ pub enum NetLockError {
     /// A session whose two ends are not of one address family.
     #[error("session {0}: local and peer are of different address families")]
     MixedFamily(SessionTuple),
+    /// `iptables` (hold mode) could not be run or refused.
+    #[error("{command} failed: {stderr}")]
+    Iptables {
+        /// What ran.
+        command: String,
+        /// What it said.
+        stderr: String,
+    },
     /// `nft -j` printed something we do not understand.
     #[error("cannot read the nft listing: {0}")]
     Listing(String),
@@ -93,6 +121,10 @@ pub struct LockState {
 pub struct NetLock {
     /// `nft`, or a command that runs it elsewhere (`ip netns exec NS nft`).
     nft: Vec<String>,
+    /// `iptables`, the same way (hold mode only).
+    iptables: Vec<String>,
+    /// Hold mode: the NFQUEUE held packets wait on.
+    hold_queue: Option<u16>,
 }
 
 impl Default for NetLock {
@@ -104,12 +136,24 @@ impl Default for NetLock {
 impl NetLock {
     /// The lock of this host's network namespace.
     pub fn new() -> Self {
-        Self { nft: vec!["nft".into()] }
+        Self { nft: vec!["nft".into()], iptables: vec!["iptables".into()], hold_queue: None }
+    }
+
+    /// Hold mode on queue `number` (see the module's documentation).
+    pub fn with_hold_queue(mut self, number: u16) -> Self {
+        self.hold_queue = Some(number);
+        self
+    }
+
+    /// The hold queue, in hold mode.
+    pub fn hold_queue(&self) -> Option<u16> {
+        self.hold_queue
     }
 
     /// The lock of a named network namespace (`ip netns exec NS nft`).
     pub fn in_netns(ns: &str) -> Self {
-        Self { nft: ["ip", "netns", "exec", ns, "nft"].map(String::from).to_vec() }
+        let exec = |tool: &str| ["ip", "netns", "exec", ns, tool].map(String::from).to_vec();
+        Self { nft: exec("nft"), iptables: exec("iptables"), hold_queue: None }
     }
 
     /// (Re)builds the table in one transaction: an existing one (a previous run's,
@@ -117,16 +161,72 @@ impl NetLock {
     /// first instant — a standby passes its VIP ports so there is no moment without
     /// the lock; an active passes none.
     pub async fn install(&self, bank_ports: &[(IpAddr, u16)]) -> Result<(), NetLockError> {
+        // The queue rule goes in first: a marked packet with no rule to queue it would
+        // pass straight to a VIP that has no socket for it yet.
+        if let Some(queue) = self.hold_queue {
+            self.install_hold_chain(queue).await?;
+        }
         let mut script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
-        script.push_str(&ruleset());
+        script.push_str(&ruleset(self.hold_queue.is_some()));
         add_bank_ports(&mut script, bank_ports);
         self.apply(&script).await
     }
 
-    /// Deletes the table (clean shutdown). No table is not an error.
+    /// Deletes the table (clean shutdown), and in hold mode the `iptables` chain.
+    /// Neither being there is not an error.
     pub async fn remove(&self) -> Result<(), NetLockError> {
         // nft 1.0.6 has no "destroy": creating first makes the delete always succeed.
-        self.apply(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await
+        self.apply(&format!("table inet {TABLE}\ndelete table inet {TABLE}\n")).await?;
+        if self.hold_queue.is_some() {
+            // Each step may find nothing to do.
+            let _ = self.iptables(&["-t", "raw", "-D", "PREROUTING", "-j", HOLD_CHAIN]).await;
+            let _ = self.iptables(&["-t", "raw", "-F", HOLD_CHAIN]).await;
+            let _ = self.iptables(&["-t", "raw", "-X", HOLD_CHAIN]).await;
+        }
+        Ok(())
+    }
+
+    /// (Re)builds `PUPS_HOLD` idempotently: created if missing, emptied, one rule
+    /// queueing [`HOLD_MARK`]ed packets, jumped to once from `raw PREROUTING`.
+    async fn install_hold_chain(&self, queue: u16) -> Result<(), NetLockError> {
+        let _ = self.iptables(&["-t", "raw", "-N", HOLD_CHAIN]).await;
+        self.iptables(&["-t", "raw", "-F", HOLD_CHAIN]).await?;
+        let (mark, queue) = (format!("{HOLD_MARK:#x}"), queue.to_string());
+        self.iptables(&[
+            "-t",
+            "raw",
+            "-A",
+            HOLD_CHAIN,
+            "-m",
+            "mark",
+            "--mark",
+            &mark,
+            "-j",
+            "NFQUEUE",
+            "--queue-num",
+            &queue,
+        ])
+        .await?;
+        if self.iptables(&["-t", "raw", "-C", "PREROUTING", "-j", HOLD_CHAIN]).await.is_err() {
+            self.iptables(&["-t", "raw", "-I", "PREROUTING", "1", "-j", HOLD_CHAIN]).await?;
+        }
+        Ok(())
+    }
+
+    async fn iptables(&self, args: &[&str]) -> Result<(), NetLockError> {
+        let command = format!("{} {}", self.iptables.join(" "), args.join(" "));
+        let out = Command::new(&self.iptables[0])
+            .args(&self.iptables[1..])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| NetLockError::Iptables { command: command.clone(), stderr: e.to_string() })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            return Err(NetLockError::Iptables { command, stderr });
+        }
+        Ok(())
     }
 
     /// Drops all traffic to (and from) `vip`'s `ports`, whether or not `vip` is on
@@ -219,10 +319,40 @@ impl NetLock {
 
 /// The table's sets and chains. Inbound filtering sits on prerouting rather than
 /// input so that it also catches packets to a VIP this host does not hold yet; both
-/// chains run at priority raw, before conntrack, so dropped packets leave no
-/// connection-tracking state behind.
-fn ruleset() -> String {
+/// chains run before raw and conntrack, so dropped packets leave no
+/// connection-tracking state behind. In hold mode a locked inbound packet is marked
+/// instead of dropped: held if its VIP is here, forwarded if not.
+fn ruleset(hold: bool) -> String {
     let mark = PASS_MARK;
+    let inbound = |matcher: &str, comment: &str| {
+        if hold {
+            format!(
+                "        {matcher} fib daddr type local meta mark set {HOLD_MARK:#x} counter accept comment \"{comment}-held\"\n\
+                 \x20       {matcher} meta mark set {FORWARD_MARK:#x} counter accept comment \"{comment}-forwarded\"\n"
+            )
+        } else {
+            format!("        {matcher} counter drop comment \"{comment}\"\n")
+        }
+    };
+    let mut inbound_rules = String::new();
+    inbound_rules.push_str(&inbound("ip daddr . tcp dport @bank_ports4", "bank-ports-in"));
+    inbound_rules.push_str(&inbound("ip6 daddr . tcp dport @bank_ports6", "bank-ports-in"));
+    inbound_rules.push_str(&inbound("ip daddr . tcp dport . ip saddr . tcp sport @sessions4", "session-in"));
+    inbound_rules
+        .push_str(&inbound("ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6", "session-in"));
+    // Hold mode turns forwarding on: nothing but what we marked may use it.
+    let forward = if hold {
+        format!(
+            "    chain forward {{
+        type filter hook forward priority -310; policy accept;
+        meta mark {{ {HOLD_MARK:#x}, {FORWARD_MARK:#x} }} counter accept comment \"bank-forwarded\"
+        counter drop comment \"not-ours\"
+    }}
+"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "table inet {TABLE} {{
     set bank_ports4 {{ type ipv4_addr . inet_service; }}
@@ -230,21 +360,17 @@ fn ruleset() -> String {
     set sessions4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}
     set sessions6 {{ type ipv6_addr . inet_service . ipv6_addr . inet_service; }}
     chain inbound {{
-        type filter hook prerouting priority -300; policy accept;
-        ip daddr . tcp dport @bank_ports4 counter drop comment \"bank-ports-in\"
-        ip6 daddr . tcp dport @bank_ports6 counter drop comment \"bank-ports-in\"
-        ip daddr . tcp dport . ip saddr . tcp sport @sessions4 counter drop comment \"session-in\"
-        ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6 counter drop comment \"session-in\"
-    }}
+        type filter hook prerouting priority -310; policy accept;
+{inbound_rules}    }}
     chain outbound {{
-        type filter hook output priority -300; policy accept;
+        type filter hook output priority -310; policy accept;
         meta mark {mark:#x} accept
         ip saddr . tcp sport @bank_ports4 counter drop comment \"bank-ports-out\"
         ip6 saddr . tcp sport @bank_ports6 counter drop comment \"bank-ports-out\"
         ip saddr . tcp sport . ip daddr . tcp dport @sessions4 counter drop comment \"session-out\"
         ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 counter drop comment \"session-out\"
     }}
-}}
+{forward}}}
 "
     )
 }
@@ -365,9 +491,21 @@ mod tests {
 
     #[test]
     fn the_ruleset_only_drops() {
-        let rules = ruleset();
+        let rules = ruleset(false);
         assert!(!rules.contains("reject") && rules.matches(" drop ").count() == 8, "{rules}");
         assert!(rules.contains("meta mark 0xc114 accept"));
+        assert!(!rules.contains("forward"), "{rules}");
+    }
+
+    #[test]
+    fn in_hold_mode_inbound_packets_are_held_when_local_and_forwarded_when_not() {
+        let rules = ruleset(true);
+        assert!(!rules.contains("reject"), "{rules}");
+        // Outbound still drops (4 rules); only the forward chain's catch-all drops besides.
+        assert_eq!(rules.matches(" drop ").count(), 5, "{rules}");
+        assert_eq!(rules.matches("fib daddr type local meta mark set 0xc115").count(), 4, "{rules}");
+        assert_eq!(rules.matches("meta mark set 0xc116 counter accept").count(), 4, "{rules}");
+        assert!(rules.contains("hook forward"), "{rules}");
     }
 
     #[test]

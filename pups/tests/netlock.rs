@@ -7,7 +7,8 @@
 //! after the lock); a locked session is frozen both ways while another session on
 //! the same port flows, and resumes when unlocked; thousands of sessions lock in one
 //! transaction. "No RST" is checked on the kernel counters (`Tcp: OutRsts`) and on
-//! the lock's own drop counters.
+//! the lock's own drop counters. In hold mode (NFQUEUE), a segment the bank sent
+//! while its session was locked is held and delivered on release.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -233,4 +234,44 @@ async fn thousands_of_sessions_lock_and_unlock_in_one_transaction_each() {
     lab.lock.unlock_all().await.unwrap();
     assert!(lab.lock.list().await.unwrap().sessions.is_empty());
     lab.lock.remove().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_hold_mode_what_the_bank_sent_while_locked_is_delivered_on_release() {
+    let mut lab = lab();
+    let queue = 40 + (std::process::id() % 1000) as u16;
+    lab.lock = NetLock::in_netns(&lab.app.0).with_hold_queue(queue);
+    lab.lock.install(&[]).await.unwrap();
+    let hold = lab.app.enter(move || pups::sys::HoldQueue::open(queue).unwrap());
+    let listener = lab.app.enter(|| TcpListener::bind(addr(APP, 6005)).unwrap());
+    let mut bank = bank_connect(&lab, addr(APP, 6005), Duration::from_secs(5)).unwrap();
+    let (mut app, peer) = listener.accept().unwrap();
+    let session = SessionTuple { local: addr(APP, 6005), peer };
+    let rsts = (lab.app.out_rsts(), lab.bank.out_rsts());
+
+    lab.lock.lock_session(session).await.unwrap();
+    bank.write_all(b"0200 sent while locked").unwrap();
+    assert!(is_timeout(&read_some(&mut app, Duration::from_millis(100))), "a bank byte passed the lock");
+    let state = lab.lock.list().await.unwrap();
+    assert!(state.dropped["session-in-held"] >= 1, "the segment was not held: {state:?}");
+    // Held, not dropped: nothing is counted as dropped inbound.
+    assert!(!state.dropped.contains_key("session-in"), "{state:?}");
+
+    // The session is live again: unlock, then let the held segment go on.
+    lab.lock.unlock_session(session).await.unwrap();
+    let released = tokio::task::spawn_blocking(move || {
+        let n = hold.release(pups::sys::Release::Accept).unwrap();
+        (n, hold)
+    });
+    let (n, hold) = released.await.unwrap();
+    assert!(n >= 1, "nothing was released");
+    assert_eq!(read_some(&mut app, Duration::from_secs(20)).unwrap(), b"0200 sent while locked");
+    assert_eq!((lab.app.out_rsts(), lab.bank.out_rsts()), rsts);
+    // The bank's stack saw its segment acknowledged: nothing of it is outstanding.
+    bank.write_all(b"0200 after").unwrap();
+    assert_eq!(read_some(&mut app, Duration::from_secs(5)).unwrap(), b"0200 after");
+    drop(hold);
+    lab.lock.remove().await.unwrap();
+    let raw = run("ip", &["netns", "exec", &lab.app.0, "iptables", "-t", "raw", "-S"]);
+    assert!(!raw.contains(pups::netlock::HOLD_CHAIN), "the hold chain outlived remove(): {raw}");
 }

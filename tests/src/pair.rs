@@ -81,6 +81,9 @@ pub struct PairOptions {
     /// Creates the console user `admin` (role admin) on both appliances with this
     /// password (users are per appliance; they are not replicated).
     pub admin_password: Option<String>,
+    /// `[pups] hold_queue`: the network lock holds bank packets during a
+    /// switchover (and forwards them to the twin) instead of dropping them.
+    pub hold_queue: Option<u16>,
 }
 
 impl PairOptions {
@@ -102,6 +105,7 @@ impl PairOptions {
             token: "pair-token".into(),
             http_port: 9100,
             admin_password: None,
+            hold_queue: Some(7),
         }
     }
 }
@@ -272,6 +276,9 @@ impl PairLab {
             vip = self.vip(),
             prio = if n == 1 { 110 } else { 100 },
         );
+        if let Some(queue) = self.opts.hold_queue {
+            out += &format!("[pups]\nhold_queue = {queue}\n\n");
+        }
         for node in ["A", "B"] {
             let port = if node == "A" { 7001 } else { 7002 };
             out += &format!("[[fo_node]]\nid = \"{node}\"\naddress = \"{}:{port}\"\n\n", self.addr(20));

@@ -11,12 +11,15 @@
 //!   ([`Restored`]), then [`Restored::resume`] once the network lock is lifted;
 //!   [`restore_with`] restores bytes in flight as sent instead ([`InFlight`]).
 //! - [`unacked`]: bytes in flight, to take the checkpoint when there are none.
+//! - [`HoldQueue`]: the NFQUEUE reader of the network lock's hold mode, with
+//!   [`is_local`] and [`enable_forwarding`] for where held packets go.
 //!
 //! Background, the measured restore order and the pitfalls it avoids:
 //! `shared/notes/tcp-repair.md`. The kernel floor is 4.18
 //! (`TCP_REPAIR_OFF_NO_WP`; `TCP_REPAIR_WINDOW` came in 4.8).
 
 mod ffi;
+mod hold;
 mod repair;
 mod sockopt;
 
@@ -27,6 +30,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use libc::IPPROTO_TCP;
 use socket2::{Domain, Protocol, Socket, Type};
 
+pub use hold::{HoldQueue, QUEUE_MAX_LEN, Release, enable_forwarding, is_local};
 pub use repair::{
     Buffers, InFlight, Restored, checkpoint, close_silently, leave_repair, restore, restore_with, unacked,
 };
