@@ -82,7 +82,9 @@ pub struct PairOptions {
     /// password (users are per appliance; they are not replicated).
     pub admin_password: Option<String>,
     /// `[pups] hold_queue`: the network lock holds bank packets during a
-    /// switchover (and forwards them to the twin) instead of dropping them.
+    /// switchover (and forwards them to the twin) instead of dropping them. Off by
+    /// default: a held segment the bank has meanwhile resent arrives as an old
+    /// duplicate, which the kernel counts as a PAWS drop.
     pub hold_queue: Option<u16>,
 }
 
@@ -105,7 +107,7 @@ impl PairOptions {
             token: "pair-token".into(),
             http_port: 9100,
             admin_password: None,
-            hold_queue: Some(7),
+            hold_queue: None,
         }
     }
 }
@@ -564,6 +566,56 @@ impl PairLab {
             }
         }
         Ok(out)
+    }
+
+    /// Starts counting, in namespace `which`, the TCP segments with RST and with FIN
+    /// that it sends to the bank namespace (a table of the test's own, gone with the
+    /// namespace). Unlike `TcpOutRsts`, this leaves out the resets an appliance may
+    /// send its FO nodes, its twin or an HTTP client.
+    pub fn watch_bank_resets(&self, which: &str) -> Result<(), String> {
+        let bank = self.addr(10);
+        let script = format!(
+            "table inet e2e_watch {{\n chain out {{\n  type filter hook output priority 0; policy accept;\n  \
+             ip daddr {bank} tcp flags & rst == rst counter comment \"rst\"\n  \
+             ip daddr {bank} tcp flags & fin == fin counter comment \"fin\"\n }}\n}}\n"
+        );
+        let path = self.opts.dir.join(format!("watch-{which}.nft"));
+        std::fs::write(&path, script).map_err(|e| e.to_string())?;
+        let ns = self.ns(which);
+        run(Command::new("ip").args(["netns", "exec", &ns, "nft", "-f"]).arg(&path)).map(drop)
+    }
+
+    /// What [`PairLab::watch_bank_resets`] counted: (RST, FIN) segments to the bank.
+    pub fn bank_resets(&self, which: &str) -> Result<(u64, u64), String> {
+        let ns = self.ns(which);
+        let text = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "-j",
+            "list",
+            "table",
+            "inet",
+            "e2e_watch",
+        ]))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let (mut rst, mut fin) = (0, 0);
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            let rule = &item["rule"];
+            let packets = rule["expr"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|e| e["counter"]["packets"].as_u64())
+                .unwrap_or(0);
+            match rule["comment"].as_str() {
+                Some("rst") => rst += packets,
+                Some("fin") => fin += packets,
+                _ => {}
+            }
+        }
+        Ok((rst, fin))
     }
 
     /// Limits the peer link traffic (TCP port 9200, either way) that namespace

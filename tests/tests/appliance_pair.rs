@@ -46,7 +46,7 @@ fn counters_delta(
         for key in ["TcpOutRsts", "TcpExtPAWSEstab"] {
             let d = after.get(key).copied().unwrap_or(0) - b.get(key).copied().unwrap_or(0);
             if d != 0 {
-                problems.push(format!("{ns}: {key} grew by {d} (before {b:?}, after {after:?})"));
+                problems.push(format!("{ns}: {key} grew by {d}"));
             }
         }
     }
@@ -73,8 +73,12 @@ fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
     let (_one, mut lab) = lab("ten");
     let mut active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let before: Vec<_> = ["app1", "app2"].iter().map(|ns| (ns.to_string(), lab.nstat(ns).unwrap())).collect();
+    for ns in ["app1", "app2"] {
+        lab.watch_bank_resets(ns).unwrap();
+    }
     // 4 banks × 50 sessions = 200 sessions, 4 × 80 = 320 requests/s.
-    lab.start_bank_sims(50, 80.0, Duration::from_secs(25)).unwrap();
+    lab.start_bank_sims(50, 80.0, Duration::from_secs(30)).unwrap();
+    let lab_started = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let mut pauses = Vec::new();
     for round in 0..10 {
@@ -85,9 +89,22 @@ fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
         active = lab.wait_pair(Duration::from_secs(10)).unwrap();
         std::thread::sleep(Duration::from_millis(700));
     }
+    // No RST and no FIN went to a bank from either appliance while the sessions
+    // moved (read now: the bank simulators close their sessions when they end).
+    let started = lab_started.elapsed();
+    assert!(started < Duration::from_secs(29), "the rounds outlasted the bank simulators ({started:?})");
+    for ns in ["app1", "app2"] {
+        assert_eq!(lab.bank_resets(ns).unwrap(), (0, 0), "{ns} sent (RST, FIN) segments to the bank");
+    }
     let worst = assert_clean_banks(&mut lab);
+    // PAWS drops are the bank's segments refused for their timestamps: none may be
+    // caused by the test. TcpOutRsts covers every peer of the appliance (FO nodes,
+    // twin, HTTP clients): reported, while the bank-directed count above is asserted.
     let problems = counters_delta(&lab, &before);
-    assert!(problems.is_empty(), "{problems:?}");
+    assert!(!problems.iter().any(|p| p.contains("PAWSEstab")), "{problems:?}");
+    if !problems.is_empty() {
+        eprintln!("appliance counters that moved (none toward a bank): {problems:?}");
+    }
     eprintln!("longest bank-visible latency over the run: {worst} µs; step times per round: {pauses:#?}");
     lab.down();
 }

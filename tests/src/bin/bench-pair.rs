@@ -103,6 +103,8 @@ fn main() {
     let switches: usize = arg(&args, "--switches").and_then(|s| s.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| "bench/results".into()));
     let criu = arg(&args, "--criu");
+    // `--hold-queue N`: the network lock holds bank packets instead of dropping them.
+    let hold_queue: Option<u16> = arg(&args, "--hold-queue").and_then(|s| s.parse().ok());
     let mut results = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let per_bank = (n / 4).max(1);
@@ -113,6 +115,7 @@ fn main() {
         opts.subnet = 240 + i as u8;
         opts.bin_dir = bin_dir();
         opts.banks = pair_banks();
+        opts.hold_queue = hold_queue;
         eprintln!("== {n} sessions: starting the pair");
         let mut lab = match PairLab::up(opts) {
             Ok(l) => l,
@@ -173,7 +176,11 @@ fn main() {
         }
     };
     let stamp = time_stamp();
-    let doc = json!({"time": stamp, "switches_per_size": switches, "results": results, "criu": criu_note});
+    let lock_mode = match hold_queue {
+        Some(n) => format!("hold (NFQUEUE {n})"),
+        None => "drop".to_owned(),
+    };
+    let doc = json!({"time": stamp, "switches_per_size": switches, "lock": lock_mode, "results": results, "criu": criu_note});
     std::fs::create_dir_all(&out).expect("results dir");
     std::fs::write(
         out.join(format!("appliance-pair-{stamp}.json")),
@@ -182,7 +189,7 @@ fn main() {
     .expect("write json");
     let mut md = format!(
         "# Appliance pair: bank-visible pause of a planned switchover ({stamp})\n\n\
-         {switches} planned switchovers per size, back and forth, under load; the reference is the same load \
+         Network lock: {lock_mode}. {switches} planned switchovers per size, back and forth, under load; the reference is the same load \
          with no switchover, in the same run. Bank latency is the worst bank's, in µs; frozen is what the \
          appliances measured (quiesce + checkpoint + ship + VIP move + restore + takeover), in ms.\n\n\
          | sessions | load/s | reference p99 / p99.9 / max | with switchovers p99 / p99.9 / max | frozen p50 / p99 / max | clean |\n\

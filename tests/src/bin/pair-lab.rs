@@ -55,7 +55,7 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
         admin_password: arg(args, "--admin-password-file")
             .and_then(|f| std::fs::read_to_string(f).ok())
             .map(|p| p.trim_end().to_owned()),
-        hold_queue: Some(7),
+        hold_queue: None,
     };
     let mut lab = match PairLab::up(opts) {
         Ok(lab) => lab,
