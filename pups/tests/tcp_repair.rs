@@ -565,8 +565,9 @@ fn bytes_the_bank_got_while_its_acks_were_dropped_do_not_wedge_the_twin() {
     let tail = pattern(11, 0..5000);
     // The bank reads whatever comes, until `expect` bytes are in.
     let expect = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = {
-        let (mut s, expect) = (bank.try_clone().unwrap(), expect.clone());
+        let (mut s, expect, received) = (bank.try_clone().unwrap(), expect.clone(), received.clone());
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         thread::spawn(move || {
             let mut bytes = Vec::new();
@@ -577,11 +578,20 @@ fn bytes_the_bank_got_while_its_acks_were_dropped_do_not_wedge_the_twin() {
                     Ok(n) => bytes.extend_from_slice(&buf[..n]),
                     Err(e) => panic!("bank read failed after {} bytes: {e}", bytes.len()),
                 }
+                received.store(bytes.len(), Ordering::SeqCst);
             }
             bytes
         })
     };
     (&server).write_all(&warm).unwrap();
+    // The warm-up must be read and acknowledged before the ACKs are cut: on a
+    // loaded machine the reader can lag, and a bank with a full receive window
+    // would leave nothing in flight (its window updates are dropped too).
+    let settled = Instant::now();
+    while received.load(Ordering::SeqCst) < warm.len() || sys::unacked(&server).unwrap() > 0 {
+        assert!(settled.elapsed() < PATIENCE, "the bank never read the warm-up");
+        thread::sleep(Duration::from_millis(5));
+    }
     // From now on the bank's ACKs are lost on the way to the appliance.
     let deaf = lab.app1.nft(
         "deaf",
