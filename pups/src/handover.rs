@@ -198,7 +198,7 @@ impl Worker {
                 sessions = self.adoptees.len(),
                 "shutdown: restored sessions never served, closed silently"
             );
-            self.adoptees.clear();
+            self.discard_adoptees();
         }
         // Every bank session here is closed by now (or is the twin's): nothing left to
         // guard. A crash skips this and leaves the lock in place, which fails closed.
@@ -260,7 +260,7 @@ impl Worker {
         if !self.adoptees.is_empty() {
             // A standby again: sockets restored for a switchover that did not serve them go.
             warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
-            self.adoptees.clear();
+            self.discard_adoptees();
         }
         // A demoted active fences this way (mups, on losing the VIP outside a
         // switchover): its sessions stay open, unreachable, until Serve.
@@ -473,6 +473,17 @@ impl Worker {
     /// Gives the packets the lock held their verdict (hold mode; otherwise there
     /// are none). Accepted, they go to the live sockets here, or on to the twin if
     /// the VIP has left.
+    /// Restored sockets that will not serve here are closed silently (on drop);
+    /// `DATA` kept for them is dropped, and counted.
+    fn discard_adoptees(&mut self) {
+        self.adoptees.clear();
+        let dropped = self.hub.forget_awaited();
+        if dropped > 0 {
+            self.hub.metrics.links_dropped(crate::metrics::LinkDrop::UnknownSession, dropped as u64);
+            warn!(messages = dropped, "DATA kept for restored sessions that will not serve here: dropped");
+        }
+    }
+
     async fn release_held(&self, release: sys::Release) {
         let Some(hold) = self.hold.clone() else { return };
         match tokio::task::spawn_blocking(move || hold.release(release)).await {
@@ -602,7 +613,7 @@ impl Worker {
     fn receive(&mut self, payload: &[u8]) {
         if !self.adoptees.is_empty() {
             warn!(sessions = self.adoptees.len(), "new snapshots: discarding restored sessions never served");
-            self.adoptees.clear();
+            self.discard_adoptees();
         }
         match SnapshotBatch::decode(payload) {
             Ok(batch) => {
@@ -641,6 +652,7 @@ impl Worker {
             match sys::restore_with(&snap.tcp, sys::InFlight::AsSent) {
                 Ok(restored) => {
                     self.hub.adopt_id(id);
+                    self.hub.await_session(id, bank);
                     self.adoptees.push(Adoptee { bank, state: snap.app, restored });
                 }
                 Err(e) => failures.push(format!("session {id}: {e}")),
@@ -688,6 +700,8 @@ impl Worker {
                 Err(e) => failures.push(format!("session {id}: {e}")),
             }
         }
+        // Sessions that failed to resume: what was kept for them goes too.
+        self.discard_adoptees();
         self.hub.metrics.adopted(served);
         // After the sockets are live: what the banks sent meanwhile reaches them now.
         self.release_held(sys::Release::Accept).await;

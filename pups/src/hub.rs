@@ -20,8 +20,16 @@
 //! queue is empty; its `SESSION_DOWN` follows its last `DATA`. While `mups` is
 //! away, a session that ends with nothing queued just leaves: the next inventory
 //! does not list it.
+//!
+//! # Sessions restored from the twin
+//!
+//! Between `RestoreEnd` and `Serve` a restored session is *awaited*: `mups` on the
+//! new active may already route `DATA` to it (an FO node's request, a late
+//! response), and those messages wait here, in order, until the session's writer
+//! exists, then go to it before anything newer. Without this they would meet no
+//! session and be lost.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +72,27 @@ struct HubState {
     /// Messages other than `DATA` for the data channel (`HANDOVER` replies), written
     /// before the next session's batch: after every `DATA` queued before them.
     data_out: VecDeque<FoMessage>,
+    /// Restored sessions not yet serving, with the `DATA` that came for them.
+    awaited: HashMap<u64, Awaited>,
+}
+
+#[derive(Debug)]
+struct Awaited {
+    bank: usize,
+    parked: Vec<Bytes>,
+}
+
+/// Where a `DATA` for the bank goes (see [`Hub::route_to_bank`]).
+#[derive(Debug)]
+pub(crate) enum ToBankRoute {
+    /// To this live session's writer.
+    Session(Arc<Session>, Bytes),
+    /// Kept for a restored session that is not serving yet.
+    Parked,
+    /// To no session of this bank here: the message comes back, to be dropped.
+    Unknown(Bytes),
+    /// A restored session waits for it, but already has this many parked.
+    ParkFull(Bytes),
 }
 
 impl Hub {
@@ -186,13 +215,56 @@ impl Hub {
         self.attached.subscribe()
     }
 
-    /// Registers a new session and announces it to `mups` if attached.
+    /// Registers a new session and announces it to `mups` if attached. A restored
+    /// session's parked `DATA` goes to its writer first, under the hub's lock, so
+    /// nothing routed later can overtake it.
     pub(crate) fn session_up(&self, session: &Arc<Session>) {
         let mut state = lock(&self.state);
         state.sessions.insert(session.id, session.clone());
+        if let Some(awaited) = state.awaited.remove(&session.id) {
+            let parked = awaited.parked.len();
+            for message in awaited.parked {
+                if session.send_to_bank(message).is_err() {
+                    warn!(parent: &session.span, "a message kept for the restored session cannot be queued: dropped");
+                }
+            }
+            if parked > 0 {
+                info!(parent: &session.span, messages = parked, "messages kept during the restore go to the bank");
+            }
+        }
         if let Some(control) = &state.control {
             let _ = control.send(session.up_message());
         }
+    }
+
+    /// A session restored from the twin will serve here soon: `DATA` for it waits.
+    pub(crate) fn await_session(&self, id: u64, bank: usize) {
+        lock(&self.state).awaited.insert(id, Awaited { bank, parked: Vec::new() });
+    }
+
+    /// The restored sessions will not serve here after all. Returns how many
+    /// parked messages are dropped with them.
+    pub(crate) fn forget_awaited(&self) -> usize {
+        let mut state = lock(&self.state);
+        state.awaited.drain().map(|(_, a)| a.parked.len()).sum()
+    }
+
+    /// Finds the session a `DATA` for `bank_id` goes to, or keeps the message
+    /// for a restored session that is about to serve.
+    pub(crate) fn route_to_bank(&self, id: u64, bank_id: &str, message: Bytes) -> ToBankRoute {
+        let mut state = lock(&self.state);
+        if let Some(session) = state.sessions.get(&id) {
+            return ToBankRoute::Session(session.clone(), message);
+        }
+        let Some(awaited) = state.awaited.get_mut(&id) else { return ToBankRoute::Unknown(message) };
+        if self.banks[awaited.bank].id != bank_id {
+            return ToBankRoute::Unknown(message);
+        }
+        if awaited.parked.len() >= crate::session::OUTBOUND_QUEUE {
+            return ToBankRoute::ParkFull(message);
+        }
+        awaited.parked.push(message);
+        ToBankRoute::Parked
     }
 
     /// A session by id, while it is in the hub.

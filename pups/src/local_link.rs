@@ -39,9 +39,9 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::error::PupsError;
 use crate::handover::Request;
-use crate::hub::Hub;
+use crate::hub::{Hub, ToBankRoute};
 use crate::metrics::LinkDrop;
-use crate::session::{SessionCmd, ToBankError, lock};
+use crate::session::{OUTBOUND_QUEUE, SessionCmd, ToBankError, lock};
 
 /// How long a new connection has to send `HELLO` and `CHANNEL`.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -556,19 +556,32 @@ fn data_frame(hub: &Hub, frame: Option<Result<FoMessage, LinkCodecError>>) -> Re
 
 /// Hands a `DATA` from `mups` to its session's writer.
 fn to_bank(hub: &Hub, data: Data) {
-    let Some(session) = hub.session(data.session_id) else {
-        hub.metrics.link_dropped(LinkDrop::UnknownSession);
-        warn!(session = data.session_id, bank = %data.bank_id, len = data.message.len(),
-            "DATA for a session pups does not have: dropped");
-        return;
+    let (session, message) = match hub.route_to_bank(data.session_id, &data.bank_id, data.message) {
+        ToBankRoute::Session(session, message) => (session, message),
+        ToBankRoute::Parked => {
+            debug!(session = data.session_id, bank = %data.bank_id, "DATA for a restored session kept until it serves");
+            return;
+        }
+        ToBankRoute::ParkFull(message) => {
+            hub.metrics.link_dropped(LinkDrop::BankNotReading);
+            warn!(session = data.session_id, bank = %data.bank_id, len = message.len(),
+                "DATA for a restored session that is not serving yet, with {OUTBOUND_QUEUE} kept already: dropped");
+            return;
+        }
+        ToBankRoute::Unknown(message) => {
+            hub.metrics.link_dropped(LinkDrop::UnknownSession);
+            warn!(session = data.session_id, bank = %data.bank_id, len = message.len(),
+                "DATA for a session pups does not have: dropped");
+            return;
+        }
     };
     if session.bank_id() != data.bank_id {
         hub.metrics.link_dropped(LinkDrop::Protocol);
         warn!(parent: &session.span, data_bank = %data.bank_id, "DATA names another bank than its session's: dropped");
         return;
     }
-    let len = data.message.len();
-    match session.send_to_bank(data.message) {
+    let len = message.len();
+    match session.send_to_bank(message) {
         Ok(()) => debug!(parent: &session.span, len, "message from mups"),
         Err(ToBankError::Gone) => {
             hub.metrics.link_dropped(LinkDrop::UnknownSession);

@@ -387,7 +387,11 @@ impl Metrics {
     }
 
     pub(crate) fn link_dropped(&self, why: LinkDrop) {
-        self.link_dropped.get_or_create(&ReasonLabels { reason: why.label() }).inc();
+        self.links_dropped(why, 1);
+    }
+
+    pub(crate) fn links_dropped(&self, why: LinkDrop, n: u64) {
+        self.link_dropped.get_or_create(&ReasonLabels { reason: why.label() }).inc_by(n);
     }
 
     pub(crate) fn handover_op(&self, op: HandoverOp, ok: bool, took: std::time::Duration) {

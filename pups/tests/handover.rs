@@ -498,8 +498,16 @@ fn init_logs() {
 }
 
 /// One planned switchover from appliance `from` to `to`, driven as `mups` would.
-/// Returns the session ids `to` now serves.
-async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize, n: usize) -> BTreeSet<u64> {
+/// `early` is a message the new active's `mups` sends to a session after it is
+/// restored but before `Serve` (an FO node's request, routed as soon as the new
+/// `mups` took over the node links). Returns the session ids `to` now serves.
+async fn switch(
+    lab: &Lab,
+    mups: &mut [TestMups; 2],
+    (from, to): (usize, usize),
+    n: usize,
+    early: Option<(u64, Vec<u8>)>,
+) -> BTreeSet<u64> {
     let started = Instant::now();
     mups[to].ask(HandoverOp::Lock, 0, HandoverOp::Locked).await;
     let q = mups[from].ask(HandoverOp::Quiesce, 0, HandoverOp::Quiesced).await;
@@ -544,6 +552,9 @@ async fn switch(lab: &Lab, mups: &mut [TestMups; 2], from: usize, to: usize, n: 
         }
     }
     let closed_at = Instant::now();
+    if let Some((session, message)) = early {
+        mups[to].send_to_bank(session, message).await;
+    }
     let serving = mups[to].ask(HandoverOp::Serve, 0, HandoverOp::Serving).await;
     let served_at = Instant::now();
     assert_eq!(serving.count, in_batches, "{serving:?}");
@@ -604,12 +615,20 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
     std::io::Write::write_all(&mut half, &split_frame[..7]).unwrap();
     let n = SESSIONS + 1;
     let mut ids = BTreeSet::new();
+    let half_addr = half.local_addr().unwrap().to_string();
+    let mut half_id = None;
     for _ in 0..n {
         match mups[0].event().await {
-            FoMessage::SessionUp(u) => ids.insert(u.session_id),
+            FoMessage::SessionUp(u) => {
+                if u.peer == half_addr {
+                    half_id = Some(u.session_id);
+                }
+                ids.insert(u.session_id)
+            }
             other => panic!("expected SESSION_UP, got {other:?}"),
         };
     }
+    let half_id = half_id.expect("the idle session came up");
     banks.progress(20).await;
     println!("before any switch: slowest request {} µs", banks.slowest.swap(0, Ordering::SeqCst));
     let half_answer = |half: &mut std::net::TcpStream, req: &[u8]| {
@@ -620,12 +639,22 @@ async fn sessions_move_to_the_twin_and_back_without_a_bank_noticing() {
         assert_eq!(got[2..], want[..], "the split request is answered, once");
     };
 
+    // An FO node's request for the idle session, routed by the new active's mups
+    // before its pups serves the restored sessions: it must reach the bank once.
+    let early = b"0800FO-ORIGINATED".to_vec();
     for (round, (from, to)) in [(0, 1), (1, 0), (0, 1)].into_iter().enumerate() {
-        let moved = switch(&lab, &mut mups, from, to, n).await;
+        let before_serve = (round == 1).then(|| (half_id, early.clone()));
+        let moved = switch(&lab, &mut mups, (from, to), n, before_serve).await;
         assert_eq!(moved, ids, "round {round}: the same sessions, the same ids");
         if round == 0 {
             std::io::Write::write_all(&mut half, &split_frame[7..]).unwrap();
             half_answer(&mut half, &split);
+        }
+        if round == 1 {
+            let mut got = vec![0; 2 + early.len()];
+            std::io::Read::read_exact(&mut half, &mut got).expect("the early message reaches the bank");
+            assert_eq!(got[..2], (early.len() as u16).to_be_bytes(), "framed for the bank");
+            assert_eq!(got[2..], early[..], "the message sent before Serve, once");
         }
         banks.progress(20).await;
         println!(

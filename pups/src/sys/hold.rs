@@ -12,7 +12,7 @@
 //! lock would have).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::IpAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -127,14 +127,21 @@ fn drain(queue: &mut Queue, held: &mut Vec<Message>) -> io::Result<()> {
     }
 }
 
-/// Whether `ip` is an address of this host (network namespace) now: a plain bind
-/// succeeds only then (our own sockets use `IP_FREEBIND`; `ip_nonlocal_bind`
-/// must stay 0, as it is by default).
+/// Whether `ip` is an address of this host (network namespace) now: assigned to
+/// one of its interfaces. A test bind would not do: keepalived hosts often run
+/// with `ip_nonlocal_bind=1`, where binding any address succeeds. If the
+/// interfaces cannot be listed, the address counts as here (held packets are
+/// then dropped, never sent towards an address that may still be ours).
 pub fn is_local(ip: IpAddr) -> bool {
-    match TcpListener::bind(SocketAddr::new(ip, 0)) {
-        Ok(_) => true,
-        Err(e) => e.kind() != io::ErrorKind::AddrNotAvailable,
-    }
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return true };
+    addrs.filter_map(|ifa| ifa.address).any(|addr| {
+        let here = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => return false,
+        };
+        here == ip
+    })
 }
 
 /// What hold mode needs of the kernel's IPv4 settings in this network namespace:
@@ -149,4 +156,17 @@ pub fn enable_forwarding() -> io::Result<bool> {
     }
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
     Ok(was)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_local_knows_the_addresses_of_this_host_only() {
+        assert!(is_local(IpAddr::from([127, 0, 0, 1])), "loopback is ours");
+        // TEST-NET-3: never assigned here, and a bind test would say "ours" under
+        // ip_nonlocal_bind=1.
+        assert!(!is_local(IpAddr::from([203, 0, 113, 77])));
+    }
 }
