@@ -181,8 +181,8 @@ async fn the_vip_moves_between_two_real_keepalived_appliances() {
     // A has the higher priority, so it wins the start; nopreempt must keep it from
     // taking the VIP back later.
     let sections = [
-        (&a, section(dir.path(), "A", "10.213.0.1", "10.213.0.2", 110)),
-        (&b, section(dir.path(), "B", "10.213.0.2", "10.213.0.1", 100)),
+        (&a, section(dir.path(), "A", "10.213.0.1", "10.213.0.2", 254)),
+        (&b, section(dir.path(), "B", "10.213.0.2", "10.213.0.1", 250)),
     ];
     // keepalived that starts on a link without carrier begins in FAULT; start on a
     // settled link so the first transitions are the ones under test.

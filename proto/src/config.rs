@@ -204,7 +204,10 @@ pub struct VrrpSection {
     /// them are accepted.
     pub unicast_peers: Vec<IpAddr>,
     /// VRRP priority, 1–254. With `nopreempt` it only decides who wins when both
-    /// start together.
+    /// start together; but it also sets how long the backup waits after the
+    /// master's priority-0 advert before it takes the VIP (VRRPv3 skew time,
+    /// (256 − priority) × advert interval / 256): 61 ms at 100, 2.3 ms at 250. That
+    /// wait is part of every planned switchover's freeze, so keep it high on both.
     #[serde(default = "default_vrrp_priority")]
     pub priority: u8,
     /// Advert interval, milliseconds: a multiple of 10 (VRRPv3 counts centiseconds),
@@ -231,7 +234,7 @@ fn default_vrrp_instance() -> String {
 }
 
 fn default_vrrp_priority() -> u8 {
-    100
+    250
 }
 
 fn default_advert_int_ms() -> u32 {
@@ -783,7 +786,7 @@ unicast_peers = ["10.1.0.2"]
         let cfg = ApplianceConfig::from_toml_str(&format!("{GOOD}{VRRP}")).unwrap();
         let v = cfg.vrrp.unwrap();
         assert_eq!(v.instance, "PUPS");
-        assert_eq!((v.priority, v.advert_int_ms), (100, 100));
+        assert_eq!((v.priority, v.advert_int_ms), (250, 100));
         assert_eq!(v.advert_interval(), Duration::from_millis(100));
         assert_eq!(v.track_file_path(), PathBuf::from("/run/mups/vrrp.track"));
         assert_eq!(v.notify_fifo_path(), PathBuf::from("/run/mups/vrrp.fifo"));

@@ -24,6 +24,12 @@
 //! ([`FORWARD_MARK`]): to the twin that has it. What the bank sent during a
 //! switchover then arrives late instead of being resent on the bank's timer.
 //! Forwarding is limited by our own `forward` chain to packets we marked.
+//! Packets of a locked (frozen) session are always held, wherever the VIP is:
+//! while the VIP is between the appliances a forwarded packet would wait on an
+//! ARP nobody answers yet, and while the frozen socket exists TCP early demux
+//! ties the packet to it and the kernel refuses to forward it (`ip_forward`
+//! drops any packet with a socket attached). They go on at `CloseFrozen`, once
+//! the sockets are closed and the twin holds the VIP.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -334,12 +340,21 @@ fn ruleset(hold: bool) -> String {
             format!("        {matcher} counter drop comment \"{comment}\"\n")
         }
     };
+    // A locked session's packets: held whether or not the VIP is here (module docs).
+    let session_in = |matcher: &str| {
+        if hold {
+            format!(
+                "        {matcher} meta mark set {HOLD_MARK:#x} counter accept comment \"session-in-held\"\n"
+            )
+        } else {
+            format!("        {matcher} counter drop comment \"session-in\"\n")
+        }
+    };
     let mut inbound_rules = String::new();
+    inbound_rules.push_str(&session_in("ip daddr . tcp dport . ip saddr . tcp sport @sessions4"));
+    inbound_rules.push_str(&session_in("ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6"));
     inbound_rules.push_str(&inbound("ip daddr . tcp dport @bank_ports4", "bank-ports-in"));
     inbound_rules.push_str(&inbound("ip6 daddr . tcp dport @bank_ports6", "bank-ports-in"));
-    inbound_rules.push_str(&inbound("ip daddr . tcp dport . ip saddr . tcp sport @sessions4", "session-in"));
-    inbound_rules
-        .push_str(&inbound("ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6", "session-in"));
     // Hold mode turns forwarding on: nothing but what we marked may use it.
     let forward = if hold {
         format!(
@@ -498,13 +513,18 @@ mod tests {
     }
 
     #[test]
-    fn in_hold_mode_inbound_packets_are_held_when_local_and_forwarded_when_not() {
+    fn in_hold_mode_session_packets_are_held_and_bank_port_packets_held_or_forwarded() {
         let rules = ruleset(true);
         assert!(!rules.contains("reject"), "{rules}");
         // Outbound still drops (4 rules); only the forward chain's catch-all drops besides.
         assert_eq!(rules.matches(" drop ").count(), 5, "{rules}");
-        assert_eq!(rules.matches("fib daddr type local meta mark set 0xc115").count(), 4, "{rules}");
-        assert_eq!(rules.matches("meta mark set 0xc116 counter accept").count(), 4, "{rules}");
+        // Bank ports: held when the VIP is here, forwarded when not.
+        assert_eq!(rules.matches("fib daddr type local meta mark set 0xc115").count(), 2, "{rules}");
+        assert_eq!(rules.matches("meta mark set 0xc116 counter accept").count(), 2, "{rules}");
+        // A locked session's packets: always held, and matched first.
+        assert_eq!(rules.matches("@sessions4 meta mark set 0xc115 counter accept").count(), 1, "{rules}");
+        assert_eq!(rules.matches("@sessions6 meta mark set 0xc115 counter accept").count(), 1, "{rules}");
+        assert!(rules.find("@sessions4").unwrap() < rules.find("@bank_ports4 fib").unwrap(), "{rules}");
         assert!(rules.contains("hook forward"), "{rules}");
     }
 

@@ -276,7 +276,8 @@ impl PairLab {
             token = self.opts.token,
             vrid = 100 + u32::from(self.opts.subnet) % 150,
             vip = self.vip(),
-            prio = if n == 1 { 110 } else { 100 },
+            // High on both: the skew time after a priority-0 advert is part of the freeze.
+            prio = if n == 1 { 254 } else { 250 },
         );
         if let Some(queue) = self.opts.hold_queue {
             out += &format!("[pups]\nhold_queue = {queue}\n\n");

@@ -22,7 +22,9 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(cmd) = args.first().cloned() else {
-        eprintln!("usage: pair-lab up|down --dir DIR [--subnet N] [--token T] [--rate R] [--sessions N]");
+        eprintln!(
+            "usage: pair-lab up|down --dir DIR [--subnet N] [--token T] [--rate R] [--sessions N] [--hold-queue N]"
+        );
         return ExitCode::from(64);
     };
     let dir = PathBuf::from(arg(&args, "--dir").unwrap_or_else(|| "lab/out".into()));
@@ -55,7 +57,8 @@ fn up(args: &[String], dir: PathBuf, prefix: String) -> ExitCode {
         admin_password: arg(args, "--admin-password-file")
             .and_then(|f| std::fs::read_to_string(f).ok())
             .map(|p| p.trim_end().to_owned()),
-        hold_queue: None,
+        // `--hold-queue N`: the network lock holds bank packets instead of dropping them.
+        hold_queue: arg(args, "--hold-queue").and_then(|s| s.parse().ok()),
     };
     let mut lab = match PairLab::up(opts) {
         Ok(lab) => lab,
