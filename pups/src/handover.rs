@@ -12,7 +12,6 @@
 //! The rule everything here serves: a bank socket is only ever closed in repair
 //! mode, and only once its 4-tuple and the bank ports are locked.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -152,17 +151,20 @@ impl Worker {
     /// Locks every bank port (VIP:port), building the table first if this process
     /// has not: at start on an appliance of a pair, and for `Lock`.
     pub(crate) async fn lock_ports(&mut self) -> Result<(), NetLockError> {
+        self.lock_ports_and(&[]).await
+    }
+
+    /// Locks the bank ports and these sessions' 4-tuples, in one `nft` run once
+    /// the table is installed.
+    async fn lock_ports_and(&mut self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
         if !self.installed {
             self.netlock.install(&self.bank_ports).await?;
             self.installed = true;
+            if !sessions.is_empty() {
+                self.netlock.lock_sessions(sessions).await?;
+            }
         } else {
-            let mut by_ip: BTreeMap<IpAddr, Vec<u16>> = BTreeMap::new();
-            for &(ip, port) in &self.bank_ports {
-                by_ip.entry(ip).or_default().push(port);
-            }
-            for (ip, ports) in by_ip {
-                self.netlock.lock_all_bank_ports(ip, &ports).await?;
-            }
+            self.netlock.lock_ports_and_sessions(&self.bank_ports, sessions).await?;
         }
         self.ports_locked = true;
         info!(ports = ?self.bank_ports, "bank ports locked: bank traffic to them is dropped");
@@ -300,21 +302,23 @@ impl Worker {
         if !self.frozen.is_empty() {
             return Err(HandoverError::State("sessions are frozen already: Thaw or CloseFrozen first"));
         }
+        // Where the freeze goes, for the log: each step's end, from the start.
+        let started = Instant::now();
+        let us = |since: Instant| since.elapsed().as_micros() as u64;
         self.quiesce().await?;
         let mut refused = Vec::new();
         let sessions = self.live_sessions();
         self.freeze(sessions, &mut refused).await;
+        let frozen_us = us(started);
         // The bank's ACKs must not be dropped while bytes are in flight (see
         // `sys::unacked`): the lock comes once the bank has acknowledged them.
         self.wait_for_acks().await;
+        let acked_us = us(started);
         // New connections wait (their SYNs are dropped and retried) until the
         // bank ports open again here (Thaw) or on the twin (Serve); repair mode
         // still receives, so each 4-tuple is locked before entering it.
         let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
-        let locked = match self.lock_ports().await {
-            Ok(()) => self.netlock.lock_sessions(&tuples).await,
-            Err(e) => Err(e),
-        };
+        let locked = self.lock_ports_and(&tuples).await;
         if let Err(e) = locked {
             // Not in repair mode yet: their tasks just start again.
             for f in std::mem::take(&mut self.frozen) {
@@ -328,6 +332,7 @@ impl Worker {
             self.hub.set_held(false, &self.hub.sessions());
             return Err(e.into());
         }
+        let locked_us = us(started);
         // Connections accepted before the port lock went in go too (held since
         // birth, so quiet).
         let late = self.live_sessions();
@@ -386,6 +391,10 @@ impl Worker {
             frozen = self.frozen.len(),
             refused = refused.len(),
             batches = answers.len(),
+            frozen_us,
+            acked_us,
+            locked_us,
+            done_us = us(started),
             "sessions checkpointed"
         );
         answers.push(answer(HandoverOp::Checkpointed, self.frozen.len() as u32, &detail));
@@ -675,6 +684,10 @@ impl Worker {
             self.netlock.unlock_all().await?;
         }
         self.ports_locked = false;
+        // The restored sockets are out of repair mode and take what the banks
+        // sent meanwhile now (acknowledged at once, read once their tasks run),
+        // rather than after every session below is set up.
+        self.release_held(sys::Release::Accept).await;
         // Right after the unlock: the held bytes leave at once.
         let mut failures = Vec::new();
         let mut served = 0u32;
@@ -703,8 +716,6 @@ impl Worker {
         // Sessions that failed to resume: what was kept for them goes too.
         self.discard_adoptees();
         self.hub.metrics.adopted(served);
-        // After the sockets are live: what the banks sent meanwhile reaches them now.
-        self.release_held(sys::Release::Accept).await;
         self.hub.set_held(false, &self.hub.sessions());
         info!(sessions = served, "serving: bank ports unlocked");
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])

@@ -244,6 +244,20 @@ impl NetLock {
         self.apply(&script).await
     }
 
+    /// Locks bank ports (any VIPs) and these sessions in one transaction: one
+    /// `nft` run, which a switchover's freeze waits for (a few ms idle, tens of ms
+    /// on a loaded host).
+    pub async fn lock_ports_and_sessions(
+        &self,
+        bank_ports: &[(IpAddr, u16)],
+        sessions: &[SessionTuple],
+    ) -> Result<(), NetLockError> {
+        let mut script = String::new();
+        add_bank_ports(&mut script, bank_ports);
+        add_sessions(&mut script, sessions)?;
+        self.apply(&script).await
+    }
+
     /// Lifts every lock, ports and sessions, in one transaction.
     pub async fn unlock_all(&self) -> Result<(), NetLockError> {
         let mut script = String::new();

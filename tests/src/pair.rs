@@ -315,6 +315,9 @@ impl PairLab {
                 "--listen".into(),
                 format!("{}:{port}", self.addr(20)),
                 "--no-stdin".into(),
+                // Counters on stdout every second: tests read them (`fo_stats`).
+                "--stats-interval".into(),
+                "1".into(),
             ];
             for b in &self.opts.banks {
                 args.push("--bank".into());
@@ -405,6 +408,17 @@ impl PairLab {
             self.spawn(&format!("app{n}-keepalived"), &ns, Path::new("keepalived"), &args)?;
         }
         Ok(())
+    }
+
+    /// FO node `node`'s (`A` or `B`) latest counters, as its simulator printed
+    /// them (every second): `sim::fo_node::Stats` as JSON.
+    pub fn fo_stats(&self, node: &str) -> Option<serde_json::Value> {
+        let out = std::fs::read_to_string(self.opts.dir.join(format!("fo-{node}.out"))).ok()?;
+        out.lines()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["event"] == "stats")
+            .map(|v| v["stats"].clone())
     }
 
     /// The log of process `name`.

@@ -76,8 +76,11 @@ fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
     for ns in ["app1", "app2"] {
         lab.watch_bank_resets(ns).unwrap();
     }
-    // 4 banks × 50 sessions = 200 sessions, 4 × 80 = 320 requests/s.
-    lab.start_bank_sims(50, 80.0, Duration::from_secs(30)).unwrap();
+    // 4 banks × 50 sessions = 200 sessions, 4 × 80 = 320 requests/s; the banks
+    // outlive the rounds by the FO nodes' request timeout (5 s), so that a request
+    // a node originated during the last round is answered or counted timed out
+    // while every bank still answers.
+    lab.start_bank_sims(50, 80.0, Duration::from_secs(40)).unwrap();
     let lab_started = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
     let mut pauses = Vec::new();
@@ -91,10 +94,25 @@ fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
     }
     // No RST and no FIN went to a bank from either appliance while the sessions
     // moved (read now: the bank simulators close their sessions when they end).
-    let started = lab_started.elapsed();
-    assert!(started < Duration::from_secs(29), "the rounds outlasted the bank simulators ({started:?})");
+    let rounds = lab_started.elapsed();
+    assert!(
+        rounds < Duration::from_secs(32),
+        "the rounds took too long for the bank simulators ({rounds:?})"
+    );
     for ns in ["app1", "app2"] {
         assert_eq!(lab.bank_resets(ns).unwrap(), (0, 0), "{ns} sent (RST, FIN) segments to the bank");
+    }
+    // FO-originated requests in flight during the switchovers were answered to the
+    // node that sent them: none timed out (5 s), no response went astray.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(lab_started.elapsed() < Duration::from_secs(39), "the banks stop before the FO counters settle");
+    for node in ["A", "B"] {
+        let s = lab.fo_stats(node).unwrap_or_else(|| panic!("node {node} printed no counters"));
+        assert_eq!(s["originated_timed_out"], 0, "node {node}: FO-originated requests lost: {s:#}");
+        assert_eq!(s["unmatched_responses"], 0, "node {node}: {s:#}");
+        if node == "A" {
+            assert!(s["originated_answered"].as_u64().unwrap_or(0) > 0, "node A originated nothing: {s:#}");
+        }
     }
     let worst = assert_clean_banks(&mut lab);
     // PAWS drops are the bank's segments refused for their timestamps: none may be
