@@ -508,6 +508,11 @@ impl Driver {
                     self.recover_stranded(node);
                 }
             }
+            Input::NodeDown(node) if !self.active => {
+                // A standby closes its node links itself: no failure of the node.
+                self.health[usize::from(node.0)].closed_by_us();
+                self.router.node_link(node, false);
+            }
             Input::NodeDown(node) => {
                 let name = self.router.node_name(node).to_owned();
                 if self.health[usize::from(node.0)].link(now, false, &self.flap) {
@@ -1010,9 +1015,13 @@ impl Driver {
 
     /// Whether a node is down and known to be: it went down, or it has not come up
     /// within [`STARTUP_GRACE`] of our start (at start, nodes connect one by one).
+    /// A node not up counts as lost once it went down since this appliance became
+    /// active (or started), or once the grace for connecting is over: a new active's
+    /// links come up one by one, and a node whose link is merely not up yet must
+    /// not have its banks moved to the other.
     fn is_lost(&self, node: NodeId) -> bool {
         let health = &self.health[usize::from(node.0)];
-        !health.is_up() && (health.total_downs() > 0 || self.started.elapsed() >= STARTUP_GRACE)
+        !health.is_up() && (health.down_since(self.started) || self.started.elapsed() >= STARTUP_GRACE)
     }
 
     /// Nodes that never came up after start are written off once the grace

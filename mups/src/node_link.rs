@@ -16,6 +16,10 @@ use crate::link::{self, Backoff, HeartbeatClock, LinkError, LinkSettings, Outbox
 /// Most messages written in one go.
 const MAX_BATCH: usize = 256;
 
+/// How long a link closed because this appliance became standby goes on reading
+/// what the node had already sent (see `close_for_standby`).
+const STANDBY_LINGER: Duration = Duration::from_secs(2);
+
 /// Settings of one node link.
 #[derive(Debug, Clone)]
 pub struct NodeLinkConfig {
@@ -55,8 +59,7 @@ pub async fn run(
                 continue;
             }
             let result = tokio::select! {
-                r = serve(&cfg, &mut outbound, &mut outbox, &to_router, &mut backoff) => r,
-                _ = enabled.wait_for(|on| !on) => Err(LinkError::Rules("standby: link closed".into())),
+                r = serve(&cfg, &mut outbound, &mut outbox, &to_router, &mut backoff, &mut enabled) => r,
                 _ = shutdown.changed() => return,
             };
             if let Err(e) = &result {
@@ -81,21 +84,31 @@ async fn serve(
     outbox: &mut Outbox,
     to_router: &mpsc::Sender<Input>,
     backoff: &mut Backoff,
+    enabled: &mut watch::Receiver<bool>,
 ) -> Result<(), LinkError> {
-    let stream = tokio::time::timeout(cfg.link.connect_timeout, TcpStream::connect(cfg.address))
-        .await
-        .map_err(|_| LinkError::Timeout("connecting"))??;
-    stream.set_nodelay(true)?;
-    let (r, mut w) = stream.into_split();
-    let mut r = link::reader(r);
-    let theirs = link::hello(
-        &mut r,
-        &mut w,
-        &link::our_hello(&cfg.link.appliance),
-        PeerRole::Node,
-        cfg.link.connect_timeout,
-    )
-    .await?;
+    let standby = || LinkError::Rules("standby: link closed".into());
+    let connect = async {
+        let stream = tokio::time::timeout(cfg.link.connect_timeout, TcpStream::connect(cfg.address))
+            .await
+            .map_err(|_| LinkError::Timeout("connecting"))??;
+        stream.set_nodelay(true)?;
+        let (r, mut w) = stream.into_split();
+        let mut r = link::reader(r);
+        let theirs = link::hello(
+            &mut r,
+            &mut w,
+            &link::our_hello(&cfg.link.appliance),
+            PeerRole::Node,
+            cfg.link.connect_timeout,
+        )
+        .await?;
+        Ok::<_, LinkError>((r, w, theirs))
+    };
+    // Before the node has said HELLO it has sent nothing of its own: just go.
+    let (mut r, mut w, theirs) = tokio::select! {
+        c = connect => c?,
+        () = until_standby(enabled) => return Err(standby()),
+    };
     info!(peer = %theirs.node_id, software = %theirs.software, "node link up");
     backoff.reset();
     let _ = to_router.send(Input::NodeUp(cfg.node)).await;
@@ -138,7 +151,54 @@ async fn serve(
             _ = ticker.tick() => {
                 send_now(&mut w, FoMessage::Heartbeat(heartbeats.tick()?)).await?;
             }
+            () = until_standby(enabled) => {
+                close_for_standby(cfg, &mut r, &mut w, to_router).await;
+                return Err(standby());
+            }
         }
+    }
+}
+
+/// Resolves once this appliance is standby (or the flag's sender is gone).
+async fn until_standby(enabled: &mut watch::Receiver<bool>) {
+    let _ = enabled.wait_for(|on| !on).await;
+}
+
+/// This appliance became standby: the new active has (or is opening) its own link
+/// to the node. Closing at once would throw away whatever the node had already
+/// sent on this link — an FO-originated request among it — and answer it with an
+/// RST. Instead: a FIN, so the node sends no more here, then read until the node
+/// closes its side (or `STANDBY_LINGER`); its DATA goes to the router, which
+/// relays it to the new active during a switchover.
+async fn close_for_standby(
+    cfg: &NodeLinkConfig,
+    r: &mut link::FoReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    to_router: &mpsc::Sender<Input>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let _ = w.shutdown().await;
+    let linger = tokio::time::sleep(STANDBY_LINGER);
+    tokio::pin!(linger);
+    let mut relayed = 0u32;
+    loop {
+        tokio::select! {
+            msg = link::next(r) => match msg {
+                Ok(FoMessage::Data(data)) => {
+                    relayed += 1;
+                    let _ = to_router.send(Input::NodeData(cfg.node, data)).await;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+            () = &mut linger => {
+                warn!(after = ?STANDBY_LINGER, "the node did not close its side of the link: closing it");
+                break;
+            }
+        }
+    }
+    if relayed > 0 {
+        info!(messages = relayed, "DATA the node sent as the link closed: passed on");
     }
 }
 

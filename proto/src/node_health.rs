@@ -59,6 +59,17 @@ impl NodeHealth {
         true
     }
 
+    /// We closed the link ourselves (a standby appliance talks to no node): the
+    /// node is not up for us, but it did not fail, so nothing counts against it.
+    pub fn closed_by_us(&mut self) {
+        self.up_since = None;
+    }
+
+    /// Whether the node went down at `since` or later (within the policy window).
+    pub fn down_since(&self, since: Instant) -> bool {
+        self.downs.back().is_some_and(|&t| t >= since)
+    }
+
     fn forget(&mut self, now: Instant, policy: &FlapPolicy) {
         while self.downs.front().is_some_and(|&t| now.saturating_duration_since(t) > policy.window) {
             self.downs.pop_front();
@@ -103,6 +114,21 @@ mod tests {
 
     fn policy() -> FlapPolicy {
         FlapPolicy { window: Duration::from_secs(60), max_downs: 3, failback_after: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn a_link_we_closed_is_not_a_failure() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut h = NodeHealth::new();
+        h.link(t0, true, &p);
+        h.closed_by_us();
+        assert!(!h.is_up());
+        assert_eq!((h.total_downs(), h.recent_downs(t0, &p)), (0, 0));
+        assert!(!h.down_since(t0));
+        assert!(h.link(t0 + Duration::from_secs(1), true, &p), "it comes up again");
+        h.link(t0 + Duration::from_secs(2), false, &p);
+        assert!(h.down_since(t0 + Duration::from_secs(2)) && !h.down_since(t0 + Duration::from_secs(3)));
     }
 
     #[test]

@@ -357,6 +357,9 @@ struct Bank {
     /// Messages held while a switchover cuts over (`None`: not held).
     held: Option<VecDeque<Held>>,
     sessions: Vec<SessionId>,
+    /// Nodes' DATA that came while the bank had no session, with when it stops
+    /// waiting for one (see [`SESSION_WAIT`]).
+    awaiting_session: VecDeque<(Instant, NodeId, Data)>,
     next_session: usize,
     counters: BankCounters,
     inflight: u64,
@@ -418,7 +421,18 @@ enum Timer {
     ForgetExpired(u64),
     /// Forget a timed-out FO-originated request.
     ForgetFoExpired(BankIdx, MatchKey, u64),
+    /// Nodes' DATA waiting for a session of the bank may have waited enough.
+    SessionWait(BankIdx),
 }
+
+/// How long a node's DATA for a bank with no live session waits for one before it
+/// counts as undeliverable. A bank reconnecting, or the sessions a new active
+/// appliance takes over from its twin (they come up only once it serves them,
+/// after its FO links), would otherwise lose an FO node's request sent just then.
+pub const SESSION_WAIT: Duration = Duration::from_secs(2);
+
+/// Most node messages waiting for a bank's session; beyond, undeliverable at once.
+const SESSION_WAIT_MAX: usize = 4096;
 
 /// The router. See the module documentation.
 pub struct Router {
@@ -458,6 +472,7 @@ impl Router {
                 .map(|spec| Bank {
                     spec,
                     held: None,
+                    awaiting_session: VecDeque::new(),
                     sessions: Vec::new(),
                     next_session: 0,
                     counters: BankCounters::default(),
@@ -637,6 +652,24 @@ impl Router {
             },
         );
         self.banks[usize::from(bank.0)].sessions.push(session);
+        // What the nodes sent while the bank had no session goes now, in order.
+        let waiting = std::mem::take(&mut self.banks[usize::from(bank.0)].awaiting_session);
+        for (until, node, data) in waiting {
+            if until >= now {
+                self.from_node(now, node, data);
+            } else {
+                self.undeliverable_waited(bank, data);
+            }
+        }
+    }
+
+    fn undeliverable_waited(&mut self, bank: BankIdx, data: Data) {
+        let b = usize::from(bank.0);
+        self.banks[b].counters.undeliverable += 1;
+        let layout = Arc::clone(&self.banks[b].spec.layout);
+        let mti = Message::parse(&layout, &data.message).ok().map(|m| m.mti());
+        let wanted = (data.session_id != 0).then_some(data.session_id);
+        self.event(Event::Undeliverable { bank, session: wanted, mti });
     }
 
     /// `pups` reports a session closed. Its requests in flight stay tracked: their
@@ -846,6 +879,16 @@ impl Router {
             return self.event(Event::Protocol { node, detail });
         }
         let b = usize::from(bank.0);
+        if self.banks[b].sessions.is_empty() {
+            // No session to deliver to: wait for one (bounded), as if it came then.
+            if self.banks[b].awaiting_session.len() >= SESSION_WAIT_MAX {
+                return self.undeliverable_waited(bank, data);
+            }
+            let until = now + SESSION_WAIT;
+            self.banks[b].awaiting_session.push_back((until, node, data));
+            self.timers.push(SESSION_WAIT, until, Timer::SessionWait(bank));
+            return;
+        }
         let layout = Arc::clone(&self.banks[b].spec.layout);
         let parsed = Message::parse(&layout, &data.message);
         // Correlation ids of requests the node originates are the node's own, a
@@ -995,6 +1038,13 @@ impl Router {
                 }
                 Timer::ForgetExpired(correlation) => {
                     self.expired.remove(&correlation);
+                }
+                Timer::SessionWait(bank) => {
+                    let b = usize::from(bank.0);
+                    while self.banks[b].awaiting_session.front().is_some_and(|(until, _, _)| *until <= now) {
+                        let (_, _, data) = self.banks[b].awaiting_session.pop_front().expect("checked");
+                        self.undeliverable_waited(bank, data);
+                    }
                 }
                 Timer::ForgetFoExpired(bank, key, correlation) => {
                     let slot = (bank, key);

@@ -9,7 +9,8 @@ use proto::fo_link::{AppState, Data, DataFlags, Direction};
 use proto::iso8583::Message;
 use proto::iso8583::{Layout, MatchKeyConfig, NetMgmtCodes};
 use proto::router::{
-    Action, BadMessagePolicy, BankIdx, BankSpec, Event, NodeId, NodeLossPolicy, Router, RouterConfig, Side,
+    Action, BadMessagePolicy, BankIdx, BankSpec, Event, NodeId, NodeLossPolicy, Router, RouterConfig,
+    SESSION_WAIT, Side,
 };
 
 const A: NodeId = NodeId(0);
@@ -347,6 +348,9 @@ fn node_down_means_no_route_and_a_closed_session_means_undeliverable() {
     assert_eq!(node, B);
     r.session_down(1);
     r.from_node(t0, B, to_bank_data(data.correlation_id, 1, auth_resp("000002")));
+    // The bank has no session left: the response waits for one, in vain.
+    assert!(actions(&mut r).is_empty());
+    r.handle_timeout(t0 + SESSION_WAIT);
     let acts = actions(&mut r);
     assert!(acts.iter().any(|a| matches!(a, Action::Event(Event::Undeliverable { session: Some(1), .. }))));
     assert_eq!(r.counters(BANK).undeliverable, 1);
@@ -620,4 +624,40 @@ fn a_handed_over_request_times_out_when_its_time_is_up_not_a_whole_timeout_later
     assert_eq!(new.counters(BANK).timeouts, 0);
     new.handle_timeout(t1 + Duration::from_secs(1));
     assert_eq!(new.counters(BANK).timeouts, 1);
+}
+
+#[test]
+fn node_messages_for_a_bank_without_a_session_wait_for_one() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut r = router(BadMessagePolicy::Drop);
+    // An FO-originated request while the bank has no session (a new active
+    // appliance takes its sessions over only after its FO links are up).
+    r.from_node(t0, A, to_bank_data(77, 0, auth("000009")));
+    assert!(actions(&mut r).is_empty(), "nothing delivered, nothing dropped yet");
+    r.session_up(t0 + ms(300), 3, BANK, "bank".into());
+    let delivered = sent_to_bank(&actions(&mut r));
+    assert_eq!(delivered, [(3, auth("000009"))], "delivered once the session is up");
+    assert_eq!(r.counters(BANK).fo_requests_to_bank, 1);
+    // Its response goes back to the node that sent it.
+    r.from_bank(t0 + ms(310), BANK, 3, auth_resp("000009"));
+    let (node, data) = sent_to_node(&actions(&mut r));
+    assert_eq!((node, data.correlation_id), (A, 77));
+
+    // One that waits in vain is undeliverable once SESSION_WAIT is over, not before.
+    r.session_down(3);
+    let t1 = t0 + ms(1000);
+    r.from_node(t1, A, to_bank_data(78, 0, auth("000010")));
+    r.handle_timeout(t1 + SESSION_WAIT - ms(1));
+    assert!(actions(&mut r).is_empty());
+    r.handle_timeout(t1 + SESSION_WAIT);
+    let acts = actions(&mut r);
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Event(Event::Undeliverable { bank: BANK, .. }))),
+        "{acts:?}"
+    );
+    assert_eq!(r.counters(BANK).undeliverable, 1);
+    // A session coming up later finds nothing left to deliver.
+    r.session_up(t1 + SESSION_WAIT + ms(1), 4, BANK, "bank".into());
+    assert!(sent_to_bank(&actions(&mut r)).is_empty());
 }

@@ -602,15 +602,24 @@ impl Worker {
     }
 
     async fn close_frozen(&mut self) -> Result<Vec<Answer>, HandoverError> {
-        // Fence first: from now on the twin serves these banks.
-        self.lock_ports().await?;
+        // Fenced: from now on the twin serves these banks (the checkpoint locked
+        // the ports already; a second nft run would only delay what follows).
+        if !self.ports_locked {
+            self.lock_ports().await?;
+        }
         let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
         let n = self.close_frozen_sessions(SessionDownReason::HandedOver, "handed to the twin appliance");
         self.hub.metrics.handed_over(n);
+        // With the sockets gone, what the banks sent here meanwhile goes on to the
+        // twin at once: it should arrive while the twin still holds its own, before
+        // the twin's first segments make the banks' timestamps move on (a held
+        // segment arriving after that is dropped by PAWS, and resent by the bank).
+        self.forward_held_to_twin().await;
         // The port lock covers them; the sets need not grow with every switchover.
         if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
             warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
         }
+        // Anything held between the two: from now on the port lock forwards it.
         self.forward_held_to_twin().await;
         // Sessions that were not handed over run their course here.
         self.hub.set_held(false, &self.hub.sessions());

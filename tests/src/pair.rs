@@ -107,7 +107,7 @@ impl PairOptions {
             token: "pair-token".into(),
             http_port: 9100,
             admin_password: None,
-            hold_queue: None,
+            hold_queue: Some(7),
         }
     }
 }
