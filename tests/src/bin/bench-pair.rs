@@ -103,8 +103,13 @@ fn main() {
     let switches: usize = arg(&args, "--switches").and_then(|s| s.parse().ok()).unwrap_or(5);
     let out = PathBuf::from(arg(&args, "--out").unwrap_or_else(|| "bench/results".into()));
     let criu = arg(&args, "--criu");
-    // `--hold-queue N`: the network lock holds bank packets instead of dropping them.
-    let hold_queue: Option<u16> = arg(&args, "--hold-queue").and_then(|s| s.parse().ok());
+    // The network lock holds bank packets (NFQUEUE 7, or `--hold-queue N`) unless
+    // `--drop`: then it drops them, and the banks resend on their own timers.
+    let hold_queue: Option<u16> = if args.iter().any(|a| a == "--drop") {
+        None
+    } else {
+        Some(arg(&args, "--hold-queue").and_then(|s| s.parse().ok()).unwrap_or(7))
+    };
     let mut results = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let per_bank = (n / 4).max(1);
