@@ -405,8 +405,9 @@ impl Appliance {
             self.divert(None).await;
         }
         self.relaying = None;
-        let _ = self.io.nodes_enabled.send(true);
+        // The router first: what the node links report next is news for an active.
         let _ = self.io.router.send(Input::Role(true)).await;
+        let _ = self.io.nodes_enabled.send(true);
         // The twin learns our state at once, not at the next change.
         self.replicate().await;
     }
@@ -414,8 +415,10 @@ impl Appliance {
     async fn become_standby(&mut self) {
         info!("this appliance is standby");
         self.role = Role::Standby;
-        let _ = self.io.nodes_enabled.send(false);
+        // The router first: the links we close now must not look like failed nodes
+        // to a router that still thinks it is active (it would move their banks).
         let _ = self.io.router.send(Input::Role(false)).await;
+        let _ = self.io.nodes_enabled.send(false);
     }
 
     fn status(&self) -> ApplianceStatus {
