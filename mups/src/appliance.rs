@@ -718,7 +718,12 @@ impl Appliance {
                 info!(switch_id = h.switch_id, sessions = h.count, detail = %h.detail, "pups thawed the sessions");
                 self.give_back_held().await;
             }
-            HandoverOp::Closed | HandoverOp::Serving => {
+            HandoverOp::Closed => {
+                info!(op = ?h.op, switch_id = h.switch_id, sessions = h.count, "pups");
+                // What the banks sent here meanwhile is on its way: the twin may unlock.
+                self.send_switch(&PeerMessage::Closed { switch_id: h.switch_id }).await;
+            }
+            HandoverOp::Serving => {
                 info!(op = ?h.op, switch_id = h.switch_id, sessions = h.count, "pups");
             }
             HandoverOp::Locked => {

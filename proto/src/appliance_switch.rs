@@ -47,6 +47,10 @@ pub struct ApplianceSwitchConfig {
     pub vip_timeout: Duration,
     /// Longest wait (twin) for the restore of every session.
     pub restore_timeout: Duration,
+    /// Longest wait (twin), once it has taken over, for the active's word that it
+    /// has closed its frozen copies and sent on what the banks sent it meanwhile
+    /// ([`PeerMessage::Closed`]); the twin serves without it after that.
+    pub close_wait: Duration,
 }
 
 impl Default for ApplianceSwitchConfig {
@@ -58,6 +62,7 @@ impl Default for ApplianceSwitchConfig {
             ship_timeout: Duration::from_secs(3),
             vip_timeout: Duration::from_secs(3),
             restore_timeout: Duration::from_secs(5),
+            close_wait: Duration::from_millis(200),
         }
     }
 }
@@ -105,6 +110,15 @@ pub enum PeerMessage {
         /// Sessions that could not be restored (each logged with its reason).
         failed: u32,
     },
+    /// Active → twin: its frozen copies are closed and the bank segments it held
+    /// meanwhile are on their way to the twin (network lock in hold mode). The twin
+    /// unlocks only then (or after `close_wait`): those segments must reach it
+    /// while it still holds its own, before its first segments to the banks, or
+    /// PAWS drops them there.
+    Closed {
+        /// The switchover.
+        switch_id: u64,
+    },
     /// Either way: stop; the sender gives the reason.
     Abort {
         /// The switchover.
@@ -124,6 +138,7 @@ impl PeerMessage {
             | Self::Holding { switch_id, .. }
             | Self::VipTaken { switch_id }
             | Self::Serving { switch_id, .. }
+            | Self::Closed { switch_id }
             | Self::Abort { switch_id, .. } => *switch_id,
         }
     }
@@ -573,6 +588,10 @@ pub struct StandbySwitch {
     received: u32,
     expected: Option<u32>,
     vip_here: bool,
+    /// `mups` has taken over; only the active's [`PeerMessage::Closed`] is awaited.
+    took_over: bool,
+    /// The active's [`PeerMessage::Closed`] came.
+    active_closed: bool,
     restored: u32,
     failed: u32,
     times: StepTimes,
@@ -593,6 +612,8 @@ impl StandbySwitch {
             received: 0,
             expected: None,
             vip_here: false,
+            took_over: false,
+            active_closed: false,
             restored: 0,
             failed: 0,
             times: StepTimes::default(),
@@ -670,15 +691,18 @@ impl StandbySwitch {
                 self.out.push_back(StandbyOutput::TakeOver);
             }
             (P::TakingOver, StandbyInput::TookOver) => {
-                self.times.takeover_micros = Some(self.step(now, P::Serving, None));
-                self.out.push_back(StandbyOutput::Serve);
-                let serving = PeerMessage::Serving {
-                    switch_id: self.switch_id,
-                    restored: self.restored,
-                    failed: self.failed,
-                };
-                self.out.push_back(StandbyOutput::ToPeer(serving));
-                self.finish(now);
+                self.took_over = true;
+                if self.active_closed {
+                    self.serve(now);
+                } else {
+                    self.deadline = Some(now + self.cfg.close_wait);
+                }
+            }
+            (P::Holding | P::Restoring | P::TakingOver, StandbyInput::Peer(PeerMessage::Closed { .. })) => {
+                self.active_closed = true;
+                if self.phase == P::TakingOver && self.took_over {
+                    self.serve(now);
+                }
             }
             // With the VIP here, nothing can be undone: serve what was restored.
             (P::Restoring | P::TakingOver, StandbyInput::Failed(detail)) => {
@@ -718,6 +742,16 @@ impl StandbySwitch {
         }
     }
 
+    /// Unlock and serve: the takeover time includes the wait for the active's word.
+    fn serve(&mut self, now: Instant) {
+        self.times.takeover_micros = Some(self.step(now, StandbyPhase::Serving, None));
+        self.out.push_back(StandbyOutput::Serve);
+        let serving =
+            PeerMessage::Serving { switch_id: self.switch_id, restored: self.restored, failed: self.failed };
+        self.out.push_back(StandbyOutput::ToPeer(serving));
+        self.finish(now);
+    }
+
     fn restore(&mut self, now: Instant) {
         self.times.vip_micros = Some(self.step(now, StandbyPhase::Restoring, Some(self.cfg.restore_timeout)));
         let taken = PeerMessage::VipTaken { switch_id: self.switch_id };
@@ -732,6 +766,8 @@ impl StandbySwitch {
             return;
         }
         match self.phase {
+            // Taken over, the active's word did not come: serve without it.
+            StandbyPhase::TakingOver if self.took_over => self.serve(now),
             // The VIP is here: restore failing to report must not keep the banks locked forever.
             StandbyPhase::Restoring | StandbyPhase::TakingOver => {
                 self.abort = Some(AbortReason::Timeout { phase: format!("{:?}", self.phase).to_lowercase() });

@@ -151,6 +151,13 @@ fn happy_path_hands_every_session_over_and_the_vip_follows() {
     p.standby_in(StandbyInput::VipHere(true));
     p.standby_in(StandbyInput::Restored { restored: 200, failed: 0 });
     p.standby_in(StandbyInput::TookOver);
+    // The twin unlocks only once the active has closed its copies and sent on
+    // what it held (its mups says so when its pups answers CloseFrozen).
+    assert!(!p.standby_did.contains(&StandbyOutput::Serve));
+    assert_eq!(p.standby().phase(), StandbyPhase::TakingOver);
+    p.advance(Duration::from_millis(4));
+    p.standby_in(StandbyInput::Peer(PeerMessage::Closed { switch_id: ID }));
+    assert!(p.standby_did.contains(&StandbyOutput::Serve));
 
     assert!(p.active_did.contains(&ActiveOutput::CloseFrozen));
     assert!(!p.active_did.contains(&ActiveOutput::Thaw));
@@ -313,4 +320,29 @@ fn messages_of_another_switchover_are_ignored() {
     assert_eq!(p.active.phase(), ActivePhase::Preparing);
     p.active_in(ActiveInput::Peer(PeerMessage::Abort { switch_id: ID + 1, reason: "old".into() }));
     assert_eq!(p.active.phase(), ActivePhase::Preparing);
+}
+
+#[test]
+fn the_twin_serves_without_the_actives_closed_after_close_wait_and_at_once_if_it_came_first() {
+    // The word does not come: serve after close_wait, committed all the same.
+    let mut p = Pair::up_to_holding(10);
+    p.standby_in(StandbyInput::VipHere(true));
+    p.standby_in(StandbyInput::Restored { restored: 10, failed: 0 });
+    p.standby_in(StandbyInput::TookOver);
+    let wait = ApplianceSwitchConfig::default().close_wait;
+    p.advance(wait - Duration::from_millis(1));
+    assert!(!p.standby_did.contains(&StandbyOutput::Serve));
+    p.advance(Duration::from_millis(1));
+    assert!(p.standby_did.contains(&StandbyOutput::Serve));
+    let s = p.standby_outcome();
+    assert!(s.committed && s.aborted.is_none(), "{s:?}");
+
+    // The word comes before the takeover is done: serve as soon as it is.
+    let mut p = Pair::up_to_holding(10);
+    p.standby_in(StandbyInput::VipHere(true));
+    p.standby_in(StandbyInput::Peer(PeerMessage::Closed { switch_id: ID }));
+    p.standby_in(StandbyInput::Restored { restored: 10, failed: 0 });
+    assert!(!p.standby_did.contains(&StandbyOutput::Serve));
+    p.standby_in(StandbyInput::TookOver);
+    assert!(p.standby_did.contains(&StandbyOutput::Serve));
 }

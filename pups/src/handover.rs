@@ -125,6 +125,8 @@ pub(crate) struct Worker {
     /// Problems with what was received, for `Restored`'s detail.
     incoming_failures: Vec<String>,
     adoptees: Vec<Adoptee>,
+    /// Sessions closed by `CloseFrozen` whose locks go once it is answered.
+    closed_tuples: Vec<SessionTuple>,
     max_frame: usize,
     /// The lock's hold mode: where held bank packets wait (`netlock`).
     hold: Option<Arc<sys::HoldQueue>>,
@@ -144,6 +146,7 @@ impl Worker {
             incoming: Vec::new(),
             incoming_failures: Vec::new(),
             adoptees: Vec::new(),
+            closed_tuples: Vec::new(),
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
@@ -256,6 +259,7 @@ impl Worker {
             let message = FoMessage::Handover(Handover { switch_id, op, count, detail, payload });
             self.hub.send_data_channel(message);
         }
+        self.unlock_closed().await;
     }
 
     async fn lock(&mut self) -> Result<Vec<Answer>, HandoverError> {
@@ -482,6 +486,20 @@ impl Worker {
     /// Gives the packets the lock held their verdict (hold mode; otherwise there
     /// are none). Accepted, they go to the live sockets here, or on to the twin if
     /// the VIP has left.
+    /// After `CloseFrozen` has been answered: the closed sessions' locks go (the
+    /// port lock covers them; the sets need not grow with every switchover), and
+    /// what was held meanwhile is forwarded (from now on the port lock forwards).
+    async fn unlock_closed(&mut self) {
+        let tuples = std::mem::take(&mut self.closed_tuples);
+        if tuples.is_empty() {
+            return;
+        }
+        if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
+            warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
+        }
+        self.forward_held_to_twin().await;
+    }
+
     /// Restored sockets that will not serve here are closed silently (on drop);
     /// `DATA` kept for them is dropped, and counted.
     fn discard_adoptees(&mut self) {
@@ -615,12 +633,9 @@ impl Worker {
         // the twin's first segments make the banks' timestamps move on (a held
         // segment arriving after that is dropped by PAWS, and resent by the bank).
         self.forward_held_to_twin().await;
-        // The port lock covers them; the sets need not grow with every switchover.
-        if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
-            warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
-        }
-        // Anything held between the two: from now on the port lock forwards it.
-        self.forward_held_to_twin().await;
+        // The twin waits for our answer (through mups) before it unlocks: the
+        // session locks go after it (`unlock_closed`).
+        self.closed_tuples = tuples;
         // Sessions that were not handed over run their course here.
         self.hub.set_held(false, &self.hub.sessions());
         info!(sessions = n, "frozen sessions closed silently: the twin serves them");
