@@ -1013,12 +1013,10 @@ impl Driver {
         }
     }
 
-    /// Whether a node is down and known to be: it went down, or it has not come up
-    /// within [`STARTUP_GRACE`] of our start (at start, nodes connect one by one).
-    /// A node not up counts as lost once it went down since this appliance became
-    /// active (or started), or once the grace for connecting is over: a new active's
-    /// links come up one by one, and a node whose link is merely not up yet must
-    /// not have its banks moved to the other.
+    /// Whether a node is down and known to be: not up, and it went down since this
+    /// appliance started or became active, or it has not come up within
+    /// [`STARTUP_GRACE`] of that (links come up one by one; a node whose link is
+    /// merely not up yet must not have its banks moved to the other).
     fn is_lost(&self, node: NodeId) -> bool {
         let health = &self.health[usize::from(node.0)];
         !health.is_up() && (health.down_since(self.started) || self.started.elapsed() >= STARTUP_GRACE)

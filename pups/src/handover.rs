@@ -482,10 +482,6 @@ impl Worker {
         Ok(snapshot)
     }
 
-    /// Starts a frozen session's tasks again (it is out of repair mode).
-    /// Gives the packets the lock held their verdict (hold mode; otherwise there
-    /// are none). Accepted, they go to the live sockets here, or on to the twin if
-    /// the VIP has left.
     /// After `CloseFrozen` has been answered: the closed sessions' locks go (the
     /// port lock covers them; the sets need not grow with every switchover), and
     /// what was held meanwhile is forwarded (from now on the port lock forwards).
@@ -511,6 +507,9 @@ impl Worker {
         }
     }
 
+    /// Gives the packets the lock held their verdict (hold mode; otherwise there
+    /// are none). Accepted, they go to the live sockets here, or on to the twin if
+    /// the VIP has left.
     async fn release_held(&self, release: sys::Release) {
         let Some(hold) = self.hold.clone() else { return };
         match tokio::task::spawn_blocking(move || hold.release(release)).await {
@@ -545,6 +544,7 @@ impl Worker {
         }
     }
 
+    /// Starts a frozen session's tasks again (it is out of repair mode).
     fn unfreeze(&self, f: FrozenSession) {
         session::thaw(self.hub.clone(), f.session, f.frozen);
     }

@@ -239,9 +239,7 @@ impl NetLock {
     /// this host yet.
     pub async fn lock_all_bank_ports(&self, vip: IpAddr, ports: &[u16]) -> Result<(), NetLockError> {
         let pairs: Vec<_> = ports.iter().map(|&p| (vip, p)).collect();
-        let mut script = String::new();
-        add_bank_ports(&mut script, &pairs);
-        self.apply(&script).await
+        self.lock_ports_and_sessions(&pairs, &[]).await
     }
 
     /// Locks bank ports (any VIPs) and these sessions in one transaction: one
