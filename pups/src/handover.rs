@@ -119,6 +119,9 @@ pub(crate) struct Worker {
     installed: bool,
     /// The bank ports are locked now.
     ports_locked: bool,
+    /// The lock holds no closing-port or session element (only the standing
+    /// port lock and open ports), so `Serve` opens the ports with one quick add.
+    only_standing_lock: bool,
     frozen: Vec<FrozenSession>,
     /// Snapshots received (`Restore`) and not yet restored.
     incoming: Vec<SessionSnapshot>,
@@ -142,6 +145,7 @@ impl Worker {
             bank_ports,
             installed: false,
             ports_locked: false,
+            only_standing_lock: true,
             frozen: Vec::new(),
             incoming: Vec::new(),
             incoming_failures: Vec::new(),
@@ -152,25 +156,31 @@ impl Worker {
     }
 
     /// Locks every bank port (VIP:port), building the table first if this process
-    /// has not: at start on an appliance of a pair, and for `Lock`.
+    /// has not: at start on an appliance of a pair, and for `Lock`. Anything else
+    /// the lock held goes (see `NetLock::fence`): slow, but outside a freeze.
     pub(crate) async fn lock_ports(&mut self) -> Result<(), NetLockError> {
-        self.lock_ports_and(&[]).await
-    }
-
-    /// Locks the bank ports and these sessions' 4-tuples, in one `nft` run once
-    /// the table is installed.
-    async fn lock_ports_and(&mut self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
-        if !self.installed {
+        if self.installed {
+            let frozen: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
+            self.netlock.fence(&self.bank_ports, &frozen).await?;
+        } else {
             self.netlock.install(&self.bank_ports).await?;
             self.installed = true;
-            if !sessions.is_empty() {
-                self.netlock.lock_sessions(sessions).await?;
-            }
-        } else {
-            self.netlock.lock_ports_and_sessions(&self.bank_ports, sessions).await?;
         }
         self.ports_locked = true;
+        self.only_standing_lock = self.frozen.is_empty();
         info!(ports = ?self.bank_ports, "bank ports locked: bank traffic to them is dropped");
+        Ok(())
+    }
+
+    /// The checkpoint's lock: the bank ports (open or not) and these sessions'
+    /// 4-tuples, in one transaction that only adds elements.
+    async fn lock_ports_and(&mut self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
+        if !self.installed {
+            self.lock_ports().await?;
+        }
+        self.only_standing_lock = false;
+        self.netlock.lock_ports_and_sessions(&self.bank_ports, sessions).await?;
+        self.ports_locked = true;
         Ok(())
     }
 
@@ -332,6 +342,7 @@ impl Worker {
                 error!(error = %e, "cannot lift the bank port lock after a failed checkpoint");
             } else {
                 self.ports_locked = false;
+                self.only_standing_lock = true;
             }
             self.hub.set_held(false, &self.hub.sessions());
             return Err(e.into());
@@ -482,16 +493,21 @@ impl Worker {
         Ok(snapshot)
     }
 
-    /// After `CloseFrozen` has been answered: the closed sessions' locks go (the
-    /// port lock covers them; the sets need not grow with every switchover), and
-    /// what was held meanwhile is forwarded (from now on the port lock forwards).
+    /// After `CloseFrozen` has been answered: back to the standing port lock
+    /// alone — the closed sessions' locks and the closing and open ports go (the
+    /// standing lock covers them; the sets need not grow with every switchover) —
+    /// and what was held meanwhile is forwarded (from now on the port lock forwards).
     async fn unlock_closed(&mut self) {
         let tuples = std::mem::take(&mut self.closed_tuples);
         if tuples.is_empty() {
             return;
         }
-        if let Err(e) = self.netlock.unlock_sessions(&tuples).await {
-            warn!(error = %e, "cannot remove the closed sessions' locks (the bank ports stay locked)");
+        let frozen: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
+        match self.netlock.fence(&self.bank_ports, &frozen).await {
+            Ok(()) => self.only_standing_lock = frozen.is_empty(),
+            Err(e) => {
+                warn!(error = %e, "cannot tidy the lock after CloseFrozen (the bank ports stay locked)")
+            }
         }
         self.forward_held_to_twin().await;
     }
@@ -566,7 +582,10 @@ impl Worker {
         }
         if self.installed {
             match self.netlock.unlock_all().await {
-                Ok(()) => self.ports_locked = false,
+                Ok(()) => {
+                    self.ports_locked = false;
+                    self.only_standing_lock = true;
+                }
                 Err(e) => failures.push(format!("unlock: {e}")),
             }
         }
@@ -704,15 +723,26 @@ impl Worker {
         if !self.frozen.is_empty() {
             return Err(HandoverError::State("sessions are frozen here: Thaw or CloseFrozen first"));
         }
+        // Where the time goes, for the log: each step's end, from the start.
+        let started = Instant::now();
+        let us = |since: Instant| since.elapsed().as_micros() as u64;
         if self.installed {
-            self.netlock.unlock_all().await?;
+            if self.only_standing_lock {
+                // The usual case: one add, no removal to wait for.
+                self.netlock.open_ports(&self.bank_ports).await?;
+            } else {
+                warn!("Serve: the lock holds closing ports or sessions: lifting it whole (slower)");
+                self.netlock.unlock_all().await?;
+                self.only_standing_lock = true;
+            }
         }
         self.ports_locked = false;
+        let unlocked_us = us(started);
         // The restored sockets are out of repair mode and take what the banks
         // sent meanwhile now (acknowledged at once, read once their tasks run),
         // rather than after every session below is set up.
         self.release_held(sys::Release::Accept).await;
-        // Right after the unlock: the held bytes leave at once.
+        let released_us = us(started);
         let mut failures = Vec::new();
         let mut served = 0u32;
         for a in std::mem::take(&mut self.adoptees) {
@@ -741,7 +771,13 @@ impl Worker {
         self.discard_adoptees();
         self.hub.metrics.adopted(served);
         self.hub.set_held(false, &self.hub.sessions());
-        info!(sessions = served, "serving: bank ports unlocked");
+        info!(
+            sessions = served,
+            unlocked_us,
+            released_us,
+            done_us = us(started),
+            "serving: bank ports unlocked"
+        );
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])
     }
 }

@@ -10,11 +10,27 @@
 //!   freezing it with `TCP_REPAIR`: repair mode still receives, so without the lock
 //!   the queues would change while being dumped.
 //!
-//! Everything lives in one table that is ours alone, `inet pups_lock`, driven
+//! Everything lives in one table that is ours alone, `inet pups_lock`, built
 //! through the `nft` binary (`nft -f -`, one atomic transaction per call; `nft -j`
 //! to read it back). Locked ports and sessions are elements of nft sets, so
-//! thousands lock in one transaction and each add or remove is one set operation.
+//! thousands lock in one transaction and each add or remove is one set operation;
+//! those changes — a switchover's hot path — go straight over nfnetlink
+//! ([`crate::sys::SetBatch`]), not through `nft`.
 //! The rules sit before raw (and conntrack) and never reject.
+//!
+//! Adding elements takes the kernel ~1 ms for a thousand; a transaction that
+//! removes even one element is answered only after 8–16 ms on our machines. So a
+//! switchover only adds, and the removals happen after it. Ports have three sets,
+//! matched in this order after the session locks:
+//!
+//! - `closing_ports`: locked, open or not — the active's lock at the checkpoint;
+//! - `open_ports`: ports served here, exempt from the standing lock — the twin's
+//!   unlock at Serve;
+//! - `bank_ports`: the standing lock — a standby's, from its start.
+//!
+//! [`NetLock::fence`] (after `CloseFrozen`, on the old active) and
+//! [`NetLock::unlock_all`] (a thaw) remove elements: back to the standing lock
+//! alone, or to no lock at all.
 //!
 //! **Hold mode** (`[pups] hold_queue`): instead of dropping, the lock holds a
 //! bank's packets while the VIP is on this host — it marks them ([`HOLD_MARK`]) and
@@ -34,10 +50,13 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
+
+use crate::sys::{SetBatch, SetKey};
 
 /// The table's name (family `inet`).
 pub const TABLE: &str = "pups_lock";
@@ -105,6 +124,15 @@ pub enum NetLockError {
         /// What it said.
         stderr: String,
     },
+    /// The kernel refused a change sent over nfnetlink (nothing of it applied),
+    /// or did not answer.
+    #[error("nftables set change ({what}) failed: {source}")]
+    Netlink {
+        /// What was being changed.
+        what: String,
+        /// The kernel's answer.
+        source: std::io::Error,
+    },
     /// `nft -j` printed something we do not understand.
     #[error("cannot read the nft listing: {0}")]
     Listing(String),
@@ -113,8 +141,12 @@ pub enum NetLockError {
 /// What the lock holds now, as read back from the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockState {
-    /// Locked VIP bank ports.
+    /// VIP bank ports under the standing lock.
     pub bank_ports: Vec<(IpAddr, u16)>,
+    /// Ports exempt from the standing lock (served here).
+    pub open_ports: Vec<(IpAddr, u16)>,
+    /// Ports under the closing lock (a checkpoint's: locked even when open).
+    pub closing_ports: Vec<(IpAddr, u16)>,
     /// Locked sessions.
     pub sessions: Vec<SessionTuple>,
     /// Packets dropped so far, per rule: `bank-ports-in`, `bank-ports-out`,
@@ -131,6 +163,10 @@ pub struct NetLock {
     iptables: Vec<String>,
     /// Hold mode: the NFQUEUE held packets wait on.
     hold_queue: Option<u16>,
+    /// Set elements change over nfnetlink, not by running `nft` (see
+    /// [`crate::sys::SetBatch`]): in this process's network namespace, or in the
+    /// named one (its `/run/netns` handle).
+    netns: Option<PathBuf>,
 }
 
 impl Default for NetLock {
@@ -142,7 +178,7 @@ impl Default for NetLock {
 impl NetLock {
     /// The lock of this host's network namespace.
     pub fn new() -> Self {
-        Self { nft: vec!["nft".into()], iptables: vec!["iptables".into()], hold_queue: None }
+        Self { nft: vec!["nft".into()], iptables: vec!["iptables".into()], hold_queue: None, netns: None }
     }
 
     /// Hold mode on queue `number` (see the module's documentation).
@@ -159,7 +195,8 @@ impl NetLock {
     /// The lock of a named network namespace (`ip netns exec NS nft`).
     pub fn in_netns(ns: &str) -> Self {
         let exec = |tool: &str| ["ip", "netns", "exec", ns, tool].map(String::from).to_vec();
-        Self { nft: exec("nft"), iptables: exec("iptables"), hold_queue: None }
+        let netns = Some(PathBuf::from("/run/netns").join(ns));
+        Self { nft: exec("nft"), iptables: exec("iptables"), hold_queue: None, netns }
     }
 
     /// (Re)builds the table in one transaction: an existing one (a previous run's,
@@ -174,7 +211,9 @@ impl NetLock {
         }
         let mut script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n");
         script.push_str(&ruleset(self.hold_queue.is_some()));
-        add_bank_ports(&mut script, bank_ports);
+        let mut ports = SetChanges::default();
+        ports.add_ports(PortSets::Standing, bank_ports);
+        script.push_str(&ports.to_script());
         self.apply(&script).await
     }
 
@@ -242,27 +281,65 @@ impl NetLock {
         self.lock_ports_and_sessions(&pairs, &[]).await
     }
 
-    /// Locks bank ports (any VIPs) and these sessions in one transaction: one
-    /// `nft` run, which a switchover's freeze waits for (a few ms idle, tens of ms
-    /// on a loaded host).
+    /// Locks bank ports (any VIPs) — open or not — and these sessions in one
+    /// transaction that only adds elements (a switchover's freeze waits for it:
+    /// ~1 ms for a thousand sessions). The ports go in the standing lock and in
+    /// the closing lock, which comes before the open exception.
     pub async fn lock_ports_and_sessions(
         &self,
         bank_ports: &[(IpAddr, u16)],
         sessions: &[SessionTuple],
     ) -> Result<(), NetLockError> {
-        let mut script = String::new();
-        add_bank_ports(&mut script, bank_ports);
-        add_sessions(&mut script, sessions)?;
-        self.apply(&script).await
+        let mut changes = SetChanges::default();
+        changes.add_ports(PortSets::Standing, bank_ports);
+        changes.add_ports(PortSets::Closing, bank_ports);
+        changes.add_sessions(sessions)?;
+        self.change(changes).await
     }
 
-    /// Lifts every lock, ports and sessions, in one transaction.
-    pub async fn unlock_all(&self) -> Result<(), NetLockError> {
-        let mut script = String::new();
-        for set in ["bank_ports4", "bank_ports6", "sessions4", "sessions6"] {
-            let _ = writeln!(script, "flush set inet {TABLE} {set}");
+    /// Opens these ports of the standing lock (only adds an element: fast). A
+    /// closing lock or a session lock still applies; see [`fence`](Self::fence)
+    /// and [`unlock_all`](Self::unlock_all) for the ways back to a lock with
+    /// neither.
+    pub async fn open_ports(&self, bank_ports: &[(IpAddr, u16)]) -> Result<(), NetLockError> {
+        let mut changes = SetChanges::default();
+        changes.add_ports(PortSets::Open, bank_ports);
+        self.change(changes).await
+    }
+
+    /// Back to the standby's lock, in one transaction: `bank_ports` locked,
+    /// nothing open, no closing lock, and of the session locks only `sessions`
+    /// (those still frozen here). Removing elements is slow (8–16 ms: the
+    /// kernel's answer waits), so this runs outside the freeze.
+    pub async fn fence(
+        &self,
+        bank_ports: &[(IpAddr, u16)],
+        sessions: &[SessionTuple],
+    ) -> Result<(), NetLockError> {
+        let mut changes = SetChanges::default();
+        changes.add_ports(PortSets::Standing, bank_ports);
+        for set in [
+            SetName::OpenPorts4,
+            SetName::OpenPorts6,
+            SetName::ClosingPorts4,
+            SetName::ClosingPorts6,
+            SetName::Sessions4,
+            SetName::Sessions6,
+        ] {
+            changes.0.push(SetChange::Flush(set));
         }
-        self.apply(&script).await
+        changes.add_sessions(sessions)?;
+        self.change(changes).await
+    }
+
+    /// Lifts every lock, ports and sessions, in one transaction (slow, like
+    /// [`fence`](Self::fence)).
+    pub async fn unlock_all(&self) -> Result<(), NetLockError> {
+        let mut changes = SetChanges::default();
+        for set in SetName::ALL {
+            changes.0.push(SetChange::Flush(set));
+        }
+        self.change(changes).await
     }
 
     /// Drops one session's packets in both directions.
@@ -272,9 +349,9 @@ impl NetLock {
 
     /// Drops these sessions' packets, all in one transaction.
     pub async fn lock_sessions(&self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
-        let mut script = String::new();
-        add_sessions(&mut script, sessions)?;
-        self.apply(&script).await
+        let mut changes = SetChanges::default();
+        changes.add_sessions(sessions)?;
+        self.change(changes).await
     }
 
     /// Lets one session's packets through again; a session that was not locked is
@@ -285,13 +362,19 @@ impl NetLock {
 
     /// Unlocks these sessions in one transaction (not locked: not an error).
     pub async fn unlock_sessions(&self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
-        let mut script = String::new();
-        // Deleting an absent element fails the whole transaction, and nft 1.0.6 has
-        // no "destroy element": adding first makes the delete always succeed.
-        add_sessions(&mut script, sessions)?;
-        let add = script.clone();
-        script.push_str(&add.replace("add element", "delete element"));
-        self.apply(&script).await
+        self.change(SetChanges::unlock_sessions(sessions)?).await
+    }
+
+    /// Applies set changes in one transaction, over nfnetlink. Synchronous: it
+    /// takes well under a millisecond, and a switchover's freeze waits for it.
+    async fn change(&self, changes: SetChanges) -> Result<(), NetLockError> {
+        if changes.0.is_empty() {
+            return Ok(());
+        }
+        changes
+            .to_netlink()
+            .commit(self.netns.as_deref())
+            .map_err(|source| NetLockError::Netlink { what: changes.describe(), source })
     }
 
     /// What is locked now and how many packets each rule dropped.
@@ -365,6 +448,12 @@ fn ruleset(hold: bool) -> String {
     let mut inbound_rules = String::new();
     inbound_rules.push_str(&session_in("ip daddr . tcp dport . ip saddr . tcp sport @sessions4"));
     inbound_rules.push_str(&session_in("ip6 daddr . tcp dport . ip6 saddr . tcp sport @sessions6"));
+    // The closing lock, then the open exception, then the standing lock: opening
+    // and closing only ever add elements (removing them is slow).
+    inbound_rules.push_str(&inbound("ip daddr . tcp dport @closing_ports4", "bank-ports-in"));
+    inbound_rules.push_str(&inbound("ip6 daddr . tcp dport @closing_ports6", "bank-ports-in"));
+    inbound_rules.push_str("        ip daddr . tcp dport @open_ports4 accept\n");
+    inbound_rules.push_str("        ip6 daddr . tcp dport @open_ports6 accept\n");
     inbound_rules.push_str(&inbound("ip daddr . tcp dport @bank_ports4", "bank-ports-in"));
     inbound_rules.push_str(&inbound("ip6 daddr . tcp dport @bank_ports6", "bank-ports-in"));
     // Hold mode turns forwarding on: nothing but what we marked may use it.
@@ -384,6 +473,10 @@ fn ruleset(hold: bool) -> String {
         "table inet {TABLE} {{
     set bank_ports4 {{ type ipv4_addr . inet_service; }}
     set bank_ports6 {{ type ipv6_addr . inet_service; }}
+    set open_ports4 {{ type ipv4_addr . inet_service; }}
+    set open_ports6 {{ type ipv6_addr . inet_service; }}
+    set closing_ports4 {{ type ipv4_addr . inet_service; }}
+    set closing_ports6 {{ type ipv6_addr . inet_service; }}
     set sessions4 {{ type ipv4_addr . inet_service . ipv4_addr . inet_service; }}
     set sessions6 {{ type ipv6_addr . inet_service . ipv6_addr . inet_service; }}
     chain inbound {{
@@ -392,45 +485,224 @@ fn ruleset(hold: bool) -> String {
     chain outbound {{
         type filter hook output priority -310; policy accept;
         meta mark {mark:#x} accept
-        ip saddr . tcp sport @bank_ports4 counter drop comment \"bank-ports-out\"
-        ip6 saddr . tcp sport @bank_ports6 counter drop comment \"bank-ports-out\"
         ip saddr . tcp sport . ip daddr . tcp dport @sessions4 counter drop comment \"session-out\"
         ip6 saddr . tcp sport . ip6 daddr . tcp dport @sessions6 counter drop comment \"session-out\"
+        ip saddr . tcp sport @closing_ports4 counter drop comment \"bank-ports-out\"
+        ip6 saddr . tcp sport @closing_ports6 counter drop comment \"bank-ports-out\"
+        ip saddr . tcp sport @open_ports4 accept
+        ip6 saddr . tcp sport @open_ports6 accept
+        ip saddr . tcp sport @bank_ports4 counter drop comment \"bank-ports-out\"
+        ip6 saddr . tcp sport @bank_ports6 counter drop comment \"bank-ports-out\"
     }}
 {forward}}}
 "
     )
 }
 
-fn add_bank_ports(script: &mut String, ports: &[(IpAddr, u16)]) {
-    for (set, v4) in [("bank_ports4", true), ("bank_ports6", false)] {
-        let elems: Vec<String> = ports
-            .iter()
-            .filter(|(ip, _)| ip.is_ipv4() == v4)
-            .map(|(ip, port)| format!("{ip} . {port}"))
-            .collect();
-        if !elems.is_empty() {
-            let _ = writeln!(script, "add element inet {TABLE} {set} {{ {} }}", elems.join(", "));
+/// The lock's sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetName {
+    BankPorts4,
+    BankPorts6,
+    OpenPorts4,
+    OpenPorts6,
+    ClosingPorts4,
+    ClosingPorts6,
+    Sessions4,
+    Sessions6,
+}
+
+impl SetName {
+    const ALL: [Self; 8] = [
+        Self::BankPorts4,
+        Self::BankPorts6,
+        Self::OpenPorts4,
+        Self::OpenPorts6,
+        Self::ClosingPorts4,
+        Self::ClosingPorts6,
+        Self::Sessions4,
+        Self::Sessions6,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::BankPorts4 => "bank_ports4",
+            Self::BankPorts6 => "bank_ports6",
+            Self::OpenPorts4 => "open_ports4",
+            Self::OpenPorts6 => "open_ports6",
+            Self::ClosingPorts4 => "closing_ports4",
+            Self::ClosingPorts6 => "closing_ports6",
+            Self::Sessions4 => "sessions4",
+            Self::Sessions6 => "sessions6",
         }
     }
 }
 
-fn add_sessions(script: &mut String, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
-    let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for s in sessions {
-        let elem = format!("{} . {} . {} . {}", s.local.ip(), s.local.port(), s.peer.ip(), s.peer.port());
-        match (s.local.is_ipv4(), s.peer.is_ipv4()) {
-            (true, true) => v4.push(elem),
-            (false, false) => v6.push(elem),
-            _ => return Err(NetLockError::MixedFamily(*s)),
+/// The three kinds of port set (see the module's documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortSets {
+    /// `bank_ports`: the standing lock.
+    Standing,
+    /// `open_ports`: exempt from the standing lock.
+    Open,
+    /// `closing_ports`: locked whether open or not.
+    Closing,
+}
+
+impl PortSets {
+    fn names(self) -> [(SetName, bool); 2] {
+        match self {
+            Self::Standing => [(SetName::BankPorts4, true), (SetName::BankPorts6, false)],
+            Self::Open => [(SetName::OpenPorts4, true), (SetName::OpenPorts6, false)],
+            Self::Closing => [(SetName::ClosingPorts4, true), (SetName::ClosingPorts6, false)],
         }
     }
-    for (set, elems) in [("sessions4", v4), ("sessions6", v6)] {
-        if !elems.is_empty() {
-            let _ = writeln!(script, "add element inet {TABLE} {set} {{ {} }}", elems.join(", "));
+}
+
+/// An element of one of the sets: a VIP bank port or a session's 4-tuple
+/// (ours first, as the rules match inbound packets: daddr . dport . saddr . sport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Element {
+    Port(IpAddr, u16),
+    Session(SessionTuple),
+}
+
+impl Element {
+    fn fields(self) -> Vec<(IpAddr, u16)> {
+        match self {
+            Self::Port(ip, port) => vec![(ip, port)],
+            Self::Session(s) => vec![(s.local.ip(), s.local.port()), (s.peer.ip(), s.peer.port())],
         }
     }
-    Ok(())
+
+    /// As `nft` writes it: `10.0.0.1 . 443 . 10.0.0.9 . 40000`.
+    fn text(self) -> String {
+        let parts: Vec<String> = self.fields().iter().map(|(ip, port)| format!("{ip} . {port}")).collect();
+        parts.join(" . ")
+    }
+
+    /// As the kernel stores it: each address and port in network byte order,
+    /// padded to 4 bytes.
+    fn key(self) -> SetKey {
+        self.fields().iter().fold(SetKey::new(), |key, (ip, port)| {
+            let key = match ip {
+                IpAddr::V4(v4) => key.field(&v4.octets()),
+                IpAddr::V6(v6) => key.field(&v6.octets()),
+            };
+            key.field(&port.to_be_bytes())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+enum SetChange {
+    Add(SetName, Vec<Element>),
+    Delete(SetName, Vec<Element>),
+    Flush(SetName),
+}
+
+/// Changes to the sets that go in one transaction, in order.
+#[derive(Debug, Default)]
+struct SetChanges(Vec<SetChange>);
+
+impl SetChanges {
+    fn add_ports(&mut self, sets: PortSets, ports: &[(IpAddr, u16)]) {
+        for (set, v4) in sets.names() {
+            let elems: Vec<Element> = ports
+                .iter()
+                .filter(|(ip, _)| ip.is_ipv4() == v4)
+                .map(|&(ip, p)| Element::Port(ip, p))
+                .collect();
+            if !elems.is_empty() {
+                self.0.push(SetChange::Add(set, elems));
+            }
+        }
+    }
+
+    fn add_sessions(&mut self, sessions: &[SessionTuple]) -> Result<(), NetLockError> {
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for s in sessions {
+            match (s.local.is_ipv4(), s.peer.is_ipv4()) {
+                (true, true) => v4.push(Element::Session(*s)),
+                (false, false) => v6.push(Element::Session(*s)),
+                _ => return Err(NetLockError::MixedFamily(*s)),
+            }
+        }
+        for (set, elems) in [(SetName::Sessions4, v4), (SetName::Sessions6, v6)] {
+            if !elems.is_empty() {
+                self.0.push(SetChange::Add(set, elems));
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes these sessions. Deleting an absent element fails the whole
+    /// transaction, and nft 1.0.6 has no "destroy element": adding first makes
+    /// the delete always succeed.
+    fn unlock_sessions(sessions: &[SessionTuple]) -> Result<Self, NetLockError> {
+        let mut changes = Self::default();
+        changes.add_sessions(sessions)?;
+        let deletes: Vec<SetChange> = changes
+            .0
+            .iter()
+            .filter_map(|c| match c {
+                SetChange::Add(set, elems) => Some(SetChange::Delete(*set, elems.clone())),
+                _ => None,
+            })
+            .collect();
+        changes.0.extend(deletes);
+        Ok(changes)
+    }
+
+    /// An `nft -f` script.
+    fn to_script(&self) -> String {
+        let mut script = String::new();
+        for change in &self.0 {
+            let (verb, set, elems) = match change {
+                SetChange::Add(set, elems) => ("add", set, elems),
+                SetChange::Delete(set, elems) => ("delete", set, elems),
+                SetChange::Flush(set) => {
+                    let _ = writeln!(script, "flush set inet {TABLE} {}", set.as_str());
+                    continue;
+                }
+            };
+            let text: Vec<String> = elems.iter().map(|e| e.text()).collect();
+            let _ =
+                writeln!(script, "{verb} element inet {TABLE} {} {{ {} }}", set.as_str(), text.join(", "));
+        }
+        script
+    }
+
+    /// The same as one nfnetlink batch.
+    fn to_netlink(&self) -> SetBatch {
+        let mut batch = SetBatch::new(TABLE, libc::NFPROTO_INET as u8);
+        for change in &self.0 {
+            match change {
+                SetChange::Add(set, elems) => {
+                    batch.add(set.as_str(), &elems.iter().map(|e| e.key()).collect::<Vec<_>>());
+                }
+                SetChange::Delete(set, elems) => {
+                    batch.delete(set.as_str(), &elems.iter().map(|e| e.key()).collect::<Vec<_>>());
+                }
+                SetChange::Flush(set) => batch.flush(set.as_str()),
+            }
+        }
+        batch
+    }
+
+    /// For an error message: what was being changed.
+    fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|c| match c {
+                SetChange::Add(set, e) => format!("add {} to {}", e.len(), set.as_str()),
+                SetChange::Delete(set, e) => format!("delete {} from {}", e.len(), set.as_str()),
+                SetChange::Flush(set) => format!("flush {}", set.as_str()),
+            })
+            .collect();
+        parts.join(", ")
+    }
 }
 
 /// Reads `nft -j list table inet pups_lock`.
@@ -461,6 +733,10 @@ fn parse_listing(json: &str) -> Result<LockState, NetLockError> {
                     };
                 if name.starts_with("bank_ports") {
                     state.bank_ports.push((ip(0)?, port(1)?));
+                } else if name.starts_with("open_ports") {
+                    state.open_ports.push((ip(0)?, port(1)?));
+                } else if name.starts_with("closing_ports") {
+                    state.closing_ports.push((ip(0)?, port(1)?));
                 } else if name.starts_with("sessions") {
                     state.sessions.push(SessionTuple {
                         local: SocketAddr::new(ip(0)?, port(1)?),
@@ -481,6 +757,8 @@ fn parse_listing(json: &str) -> Result<LockState, NetLockError> {
         }
     }
     state.bank_ports.sort();
+    state.open_ports.sort();
+    state.closing_ports.sort();
     state.sessions.sort();
     Ok(state)
 }
@@ -495,31 +773,58 @@ mod tests {
 
     #[test]
     fn sessions_go_to_the_set_of_their_family_in_one_statement_each() {
-        let mut script = String::new();
-        add_sessions(
-            &mut script,
-            &[
+        let mut changes = SetChanges::default();
+        changes
+            .add_sessions(&[
                 s("10.0.0.1:6001", "10.9.0.1:40000"),
                 s("[2001:db8::1]:6001", "[2001:db8::9]:5"),
                 s("10.0.0.1:6001", "10.9.0.2:1"),
-            ],
-        )
-        .unwrap();
+            ])
+            .unwrap();
         assert_eq!(
-            script,
+            changes.to_script(),
             "add element inet pups_lock sessions4 { 10.0.0.1 . 6001 . 10.9.0.1 . 40000, 10.0.0.1 . 6001 . 10.9.0.2 . 1 }\n\
              add element inet pups_lock sessions6 { 2001:db8::1 . 6001 . 2001:db8::9 . 5 }\n"
         );
         let mixed = s("10.0.0.1:6001", "[2001:db8::9]:5");
-        assert!(
-            matches!(add_sessions(&mut String::new(), &[mixed]), Err(NetLockError::MixedFamily(m)) if m == mixed)
+        assert!(matches!(
+            SetChanges::default().add_sessions(&[mixed]),
+            Err(NetLockError::MixedFamily(m)) if m == mixed
+        ));
+    }
+
+    #[test]
+    fn netlink_keys_are_the_fields_in_network_order_each_padded_to_four_bytes() {
+        let v4 = Element::Session(s("10.0.0.1:6001", "10.9.0.1:40000")).key();
+        assert_eq!(v4.as_bytes(), &[10, 0, 0, 1, 0x17, 0x71, 0, 0, 10, 9, 0, 1, 0x9c, 0x40, 0, 0]);
+        let port6 = Element::Port("2001:db8::1".parse().unwrap(), 6001).key();
+        assert_eq!(port6.as_bytes().len(), 20);
+        assert_eq!(&port6.as_bytes()[16..], &[0x17, 0x71, 0, 0]);
+    }
+
+    #[test]
+    fn unlocking_adds_then_deletes_so_an_absent_session_is_no_error() {
+        let changes = SetChanges::unlock_sessions(&[s("10.0.0.1:6001", "10.9.0.1:40000")]).unwrap();
+        assert_eq!(changes.describe(), "add 1 to sessions4, delete 1 from sessions4");
+        assert_eq!(
+            changes.to_script(),
+            "add element inet pups_lock sessions4 { 10.0.0.1 . 6001 . 10.9.0.1 . 40000 }\n\
+             delete element inet pups_lock sessions4 { 10.0.0.1 . 6001 . 10.9.0.1 . 40000 }\n"
         );
     }
 
     #[test]
     fn the_ruleset_only_drops() {
         let rules = ruleset(false);
-        assert!(!rules.contains("reject") && rules.matches(" drop ").count() == 8, "{rules}");
+        assert!(!rules.contains("reject") && rules.matches(" drop ").count() == 12, "{rules}");
+        // Closing lock, open exception, standing lock: in this order both ways.
+        for dir in ["daddr . tcp dport", "saddr . tcp sport"] {
+            let at = |set: &str| rules.find(&format!("ip {dir} @{set}")).unwrap();
+            assert!(
+                at("closing_ports4") < at("open_ports4") && at("open_ports4") < at("bank_ports4"),
+                "{rules}"
+            );
+        }
         assert!(rules.contains("meta mark 0xc114 accept"));
         assert!(!rules.contains("forward"), "{rules}");
     }
@@ -528,11 +833,12 @@ mod tests {
     fn in_hold_mode_session_packets_are_held_and_bank_port_packets_held_or_forwarded() {
         let rules = ruleset(true);
         assert!(!rules.contains("reject"), "{rules}");
-        // Outbound still drops (4 rules); only the forward chain's catch-all drops besides.
-        assert_eq!(rules.matches(" drop ").count(), 5, "{rules}");
-        // Bank ports: held when the VIP is here, forwarded when not.
-        assert_eq!(rules.matches("fib daddr type local meta mark set 0xc115").count(), 2, "{rules}");
-        assert_eq!(rules.matches("meta mark set 0xc116 counter accept").count(), 2, "{rules}");
+        // Outbound still drops (6 rules); only the forward chain's catch-all drops besides.
+        assert_eq!(rules.matches(" drop ").count(), 7, "{rules}");
+        // Bank ports (closing and standing lock): held when the VIP is here,
+        // forwarded when not.
+        assert_eq!(rules.matches("fib daddr type local meta mark set 0xc115").count(), 4, "{rules}");
+        assert_eq!(rules.matches("meta mark set 0xc116 counter accept").count(), 4, "{rules}");
         // A locked session's packets: always held, and matched first.
         assert_eq!(rules.matches("@sessions4 meta mark set 0xc115 counter accept").count(), 1, "{rules}");
         assert_eq!(rules.matches("@sessions6 meta mark set 0xc115 counter accept").count(), 1, "{rules}");

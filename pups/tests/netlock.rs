@@ -275,3 +275,66 @@ async fn in_hold_mode_what_the_bank_sent_while_locked_is_delivered_on_release() 
     let raw = run("ip", &["netns", "exec", &lab.app.0, "iptables", "-t", "raw", "-S"]);
     assert!(!raw.contains(pups::netlock::HOLD_CHAIN), "the hold chain outlived remove(): {raw}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_kernel_refuses_is_a_clear_error() {
+    let lab = lab();
+    // No table: nftables answers ENOENT to the set change sent over netlink.
+    let session = SessionTuple { local: addr(APP, 6001), peer: addr(BANK, 40000) };
+    let err = lab.lock.lock_session(session).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, pups::netlock::NetLockError::Netlink { .. }), "{err:?}");
+    assert!(text.contains("add 1 to sessions4") && text.contains("No such file"), "{text}");
+    // And with the table there, the same call goes through.
+    lab.lock.install(&[]).await.unwrap();
+    lab.lock.lock_session(session).await.unwrap();
+    assert_eq!(lab.lock.list().await.unwrap().sessions, [session]);
+    lab.lock.remove().await.unwrap();
+}
+
+/// A switchover only adds elements (removing one makes the kernel's answer wait
+/// 8–16 ms): the twin opens its standing lock with `open_ports`, the active locks
+/// with the closing set, which wins over an open port; `fence` goes back to the
+/// standing lock alone, keeping the session locks it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_closing_and_fence_move_between_the_locks_without_a_gap() {
+    let lab = lab();
+    let vip: IpAddr = VIP.parse().unwrap();
+    lab.app.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "eth0"]);
+    let listener = lab.app.enter(|| TcpListener::bind(addr(VIP, 6007)).unwrap());
+    listener.set_nonblocking(true).unwrap();
+    let rsts = lab.app.out_rsts();
+    let ports = [(vip, 6007)];
+    let blocked = |lab: &Lab| {
+        let err = bank_connect(lab, addr(VIP, 6007), Duration::from_millis(400)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut, "{err}");
+    };
+
+    // The standby: the standing lock from the first instant.
+    lab.lock.install(&ports).await.unwrap();
+    blocked(&lab);
+    // Serve on the twin: one add opens it.
+    lab.lock.open_ports(&ports).await.unwrap();
+    let state = lab.lock.list().await.unwrap();
+    assert_eq!((state.bank_ports.as_slice(), state.open_ports.as_slice()), (&ports[..], &ports[..]));
+    let _first = bank_connect(&lab, addr(VIP, 6007), Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let (_app_side, peer) = listener.accept().unwrap();
+    let session = SessionTuple { local: addr(VIP, 6007), peer };
+
+    // The checkpoint on the active: the closing lock wins over the open port.
+    lab.lock.lock_ports_and_sessions(&ports, &[session]).await.unwrap();
+    assert_eq!(lab.lock.list().await.unwrap().closing_ports, ports);
+    blocked(&lab);
+
+    // After CloseFrozen: the standing lock alone (the still-frozen session kept).
+    lab.lock.fence(&ports, &[session]).await.unwrap();
+    let state = lab.lock.list().await.unwrap();
+    assert_eq!(state.bank_ports, ports);
+    assert!(state.open_ports.is_empty() && state.closing_ports.is_empty(), "{state:?}");
+    assert_eq!(state.sessions, [session]);
+    blocked(&lab);
+    assert_eq!(listener.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(lab.app.out_rsts(), rsts, "the app sent an RST through the lock");
+    lab.lock.remove().await.unwrap();
+}

@@ -13,6 +13,8 @@
 //! - [`unacked`]: bytes in flight, to take the checkpoint when there are none.
 //! - [`HoldQueue`]: the NFQUEUE reader of the network lock's hold mode, with
 //!   [`is_local`] and [`enable_forwarding`] for where held packets go.
+//! - [`SetBatch`]: nftables set elements added, deleted or flushed over
+//!   nfnetlink in one transaction — the network lock's fast path.
 //!
 //! Background, the measured restore order and the pitfalls it avoids:
 //! `shared/notes/tcp-repair.md`. The kernel floor is 4.18
@@ -20,6 +22,7 @@
 
 mod ffi;
 mod hold;
+mod nftset;
 mod repair;
 mod sockopt;
 
@@ -31,6 +34,7 @@ use libc::IPPROTO_TCP;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use hold::{HoldQueue, QUEUE_MAX_LEN, Release, enable_forwarding, is_local};
+pub use nftset::{SetBatch, SetKey};
 pub use repair::{
     Buffers, InFlight, Restored, checkpoint, close_silently, leave_repair, restore, restore_with, unacked,
 };
