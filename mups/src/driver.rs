@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use proto::fo_link::{
-    CloseSession, Data, DataFlags, Direction, FoMessage, InventoryEnd, SessionDown, SessionUp,
+    CloseSession, Data, DataFlags, Direction, FoMessage, InventoryEnd, SessionDown, SessionDownReason,
+    SessionUp,
 };
 use proto::node_health::{FlapPolicy, NodeHealth};
 use proto::router::{Action, BankIdx, Event, NodeId, Router, SessionView, Side, app_state_name};
@@ -585,8 +586,13 @@ impl Driver {
                 }
             },
             Input::SessionDown(down) => {
-                info!(bank = %down.bank_id, session = down.session_id, reason = ?down.reason, detail = %down.detail,
-                      "session down");
+                if down.reason == SessionDownReason::HandedOver {
+                    // Thousands at once at a switchover, summed up by the appliance log.
+                    debug!(bank = %down.bank_id, session = down.session_id, "session handed to the twin appliance");
+                } else {
+                    info!(bank = %down.bank_id, session = down.session_id, reason = ?down.reason,
+                          detail = %down.detail, "session down");
+                }
                 self.known.remove(&down.session_id);
                 self.router.session_down(down.session_id);
             }

@@ -47,6 +47,12 @@ const VIP_GONE_WAIT: Duration = Duration::from_secs(2);
 /// Room kept in a `HANDOVER` frame for everything but the snapshot batch.
 const FRAME_MARGIN: usize = 4096;
 
+/// At most this many threads checkpoint or restore sessions at once.
+const PARALLEL_THREADS: usize = 4;
+
+/// Fewer sessions than this are done on one thread (a thread costs ~50 µs).
+const PARALLEL_MIN: usize = 64;
+
 /// A `HANDOVER` request from `mups`.
 #[derive(Debug)]
 pub(crate) struct Request {
@@ -123,8 +129,11 @@ pub(crate) struct Worker {
     /// port lock and open ports), so `Serve` opens the ports with one quick add.
     only_standing_lock: bool,
     frozen: Vec<FrozenSession>,
-    /// Snapshots received (`Restore`) and not yet restored.
-    incoming: Vec<SessionSnapshot>,
+    /// The switchover whose snapshots are arriving (`Restore`): each batch is
+    /// restored as it comes, while the VIP moves; `RestoreEnd` sums up.
+    receiving: Option<u64>,
+    /// Snapshots received for it so far.
+    received: u32,
     /// Problems with what was received, for `Restored`'s detail.
     incoming_failures: Vec<String>,
     adoptees: Vec<Adoptee>,
@@ -147,7 +156,8 @@ impl Worker {
             ports_locked: false,
             only_standing_lock: true,
             frozen: Vec::new(),
-            incoming: Vec::new(),
+            receiving: None,
+            received: 0,
             incoming_failures: Vec::new(),
             adoptees: Vec::new(),
             closed_tuples: Vec::new(),
@@ -241,7 +251,7 @@ impl Worker {
             HandoverOp::Thaw => self.thaw().await,
             HandoverOp::CloseFrozen => self.close_frozen().await,
             HandoverOp::Restore => {
-                self.receive(&handover.payload);
+                self.receive(switch_id, &handover.payload).await;
                 Ok(Vec::new())
             }
             HandoverOp::RestoreEnd => self.restore(handover.count).await,
@@ -278,6 +288,9 @@ impl Worker {
             warn!(sessions = self.adoptees.len(), "Lock: discarding restored sessions never served");
             self.discard_adoptees();
         }
+        self.receiving = None;
+        self.received = 0;
+        self.incoming_failures.clear();
         // A demoted active fences this way (mups, on losing the VIP outside a
         // switchover): its sessions stay open, unreachable, until Serve.
         let live = self.live_sessions().len();
@@ -360,14 +373,15 @@ impl Worker {
                 warn!(error = %e, "cannot lock the 4-tuples of late sessions");
             }
         }
-        let mut snapshots = Vec::with_capacity(self.frozen.len());
-        let mut kept = Vec::with_capacity(self.frozen.len());
         let budget = self.max_frame - FRAME_MARGIN;
-        for f in std::mem::take(&mut self.frozen) {
-            match self.snapshot(&f, budget) {
+        let frozen = std::mem::take(&mut self.frozen);
+        let taken = in_parallel(&frozen, |f| snapshot(f, budget));
+        let mut snapshots = Vec::with_capacity(frozen.len());
+        for (f, result) in frozen.into_iter().zip(taken) {
+            match result {
                 Ok(snapshot) => {
                     snapshots.push(snapshot);
-                    kept.push(f);
+                    self.frozen.push(f);
                 }
                 Err(why) => {
                     warn!(parent: &f.session.span, why = %why, "not handed over: serving it on here");
@@ -376,7 +390,6 @@ impl Worker {
                 }
             }
         }
-        self.frozen = kept;
         self.hub.metrics.handover_refused(refused.len());
         let mut answers = Vec::new();
         let taken_at_micros = now_micros();
@@ -386,8 +399,8 @@ impl Worker {
             sessions: Vec::new(),
         };
         let mut size = 0;
-        for snapshot in snapshots {
-            let len = snapshot.encode()?.len() + 4;
+        for (snapshot, len) in snapshots {
+            let len = len + 4;
             if size + len > budget && !batch.sessions.is_empty() {
                 answers.push(snapshots_answer(&mut batch)?);
                 size = 0;
@@ -456,41 +469,6 @@ impl Worker {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-    }
-
-    /// Checkpoints one frozen session; on failure it is out of repair mode again.
-    fn snapshot(&self, f: &FrozenSession, budget: usize) -> Result<SessionSnapshot, String> {
-        if f.frozen.skipping > 0 {
-            return Err(format!("in the middle of skipping a bad frame ({} bytes to go)", f.frozen.skipping));
-        }
-        let mut tcp = sys::checkpoint(&f.frozen.stream, Buffers::Autotuned).map_err(|e| e.to_string())?;
-        // Bytes the writer could not hand to the kernel go after the send queue,
-        // as if written: the twin sends the whole queue as new data anyway.
-        let extra = &f.frozen.unwritten;
-        if !extra.is_empty() {
-            tcp.send_queue.extend_from_slice(extra);
-            tcp.snd_seq = tcp.snd_seq.wrapping_add(extra.len() as u32);
-            tcp.send_unsent += extra.len() as u32;
-        }
-        let (last_tpdu, last_header) = f.session.reply_headers();
-        let snapshot = SessionSnapshot {
-            tcp,
-            app: SessionState {
-                bank_id: f.session.bank_id().to_owned(),
-                session_id: f.session.id,
-                partial_frame: f.frozen.partial.to_vec(),
-                last_tpdu,
-                last_header: last_header.map(|h| h.to_vec()),
-                sign_on: SignOnState::Unknown,
-                matching: Vec::new(),
-            },
-        };
-        let len = snapshot.encode().map_err(|e| e.to_string())?.len();
-        if len > budget {
-            let _ = sys::leave_repair(&f.frozen.stream);
-            return Err(format!("its snapshot ({len} bytes) does not fit a local link frame"));
-        }
-        Ok(snapshot)
     }
 
     /// After `CloseFrozen` has been answered: back to the standing port lock
@@ -661,55 +639,88 @@ impl Worker {
         Ok(vec![answer(HandoverOp::Closed, n, "")])
     }
 
-    /// A `Restore` payload: kept until `RestoreEnd`.
-    fn receive(&mut self, payload: &[u8]) {
-        if !self.adoptees.is_empty() {
-            warn!(sessions = self.adoptees.len(), "new snapshots: discarding restored sessions never served");
-            self.discard_adoptees();
-        }
-        match SnapshotBatch::decode(payload) {
-            Ok(batch) => {
-                info!(from = %batch.appliance_id, sessions = batch.sessions.len(), "snapshots received");
-                self.incoming.extend(batch.sessions);
+    /// A `Restore` payload: its sessions are restored now, behind the lock,
+    /// while the VIP moves; `RestoreEnd` only sums up.
+    async fn receive(&mut self, switch_id: u64, payload: &[u8]) {
+        if self.receiving != Some(switch_id) {
+            if !self.adoptees.is_empty() {
+                warn!(
+                    sessions = self.adoptees.len(),
+                    "new snapshots: discarding restored sessions never served"
+                );
+                self.discard_adoptees();
             }
+            self.receiving = Some(switch_id);
+            self.received = 0;
+            self.incoming_failures.clear();
+        }
+        let batch = match SnapshotBatch::decode(payload) {
+            Ok(batch) => batch,
             Err(e) => {
                 error!(error = %e, "a snapshot batch does not decode: its sessions cannot be restored");
                 self.incoming_failures.push(format!("batch: {e}"));
+                return;
             }
+        };
+        info!(from = %batch.appliance_id, sessions = batch.sessions.len(), "snapshots received");
+        self.received += batch.sessions.len() as u32;
+        // A standby restores behind the lock; Serve lifts it.
+        if !self.ports_locked
+            && let Err(e) = self.lock_ports().await
+        {
+            error!(error = %e, "cannot lock the bank ports: the snapshots are not restored");
+            self.incoming_failures.push(format!("{} sessions not restored: lock: {e}", batch.sessions.len()));
+            return;
         }
+        self.restore_snapshots(batch.sessions);
     }
 
-    async fn restore(&mut self, expected: u32) -> Result<Vec<Answer>, HandoverError> {
-        // A standby restores behind the lock; Serve lifts it.
-        if !self.ports_locked {
-            self.lock_ports().await?;
-        }
-        let mut failures = std::mem::take(&mut self.incoming_failures);
-        let incoming = std::mem::take(&mut self.incoming);
-        if incoming.len() != expected as usize {
-            failures.push(format!("RestoreEnd says {expected} snapshots, {} received", incoming.len()));
-        }
-        for snap in incoming {
+    /// Restores snapshots as sockets in repair mode (in parallel: a system call
+    /// sequence per session), kept as adoptees until `Serve`.
+    fn restore_snapshots(&mut self, snapshots: Vec<SessionSnapshot>) {
+        let mut valid = Vec::with_capacity(snapshots.len());
+        for snap in snapshots {
             let id = snap.app.session_id;
             let Some(bank) = self.hub.bank_index(&snap.app.bank_id) else {
-                failures.push(format!("session {id}: bank {:?} is not configured here", snap.app.bank_id));
+                self.incoming_failures
+                    .push(format!("session {id}: bank {:?} is not configured here", snap.app.bank_id));
                 continue;
             };
-            if self.hub.session(id).is_some() || self.adoptees.iter().any(|a| a.state.session_id == id) {
-                failures.push(format!("session {id}: the id is in use here"));
+            let in_use = self.hub.session(id).is_some()
+                || self.adoptees.iter().any(|a| a.state.session_id == id)
+                || valid.iter().any(|(_, s): &(usize, SessionSnapshot)| s.app.session_id == id);
+            if in_use {
+                self.incoming_failures.push(format!("session {id}: the id is in use here"));
                 continue;
             }
-            // Bytes still in flight at the checkpoint (the ACK wait ran out) may
-            // have reached the bank: restored as sent, its ACK of them is accepted.
-            match sys::restore_with(&snap.tcp, sys::InFlight::AsSent) {
+            valid.push((bank, snap));
+        }
+        // Bytes still in flight at the checkpoint (the ACK wait ran out) may
+        // have reached the bank: restored as sent, its ACK of them is accepted.
+        let restored = in_parallel(&valid, |(_, snap)| sys::restore_with(&snap.tcp, sys::InFlight::AsSent));
+        for ((bank, snap), result) in valid.into_iter().zip(restored) {
+            let id = snap.app.session_id;
+            match result {
                 Ok(restored) => {
                     self.hub.adopt_id(id);
                     self.hub.await_session(id, bank);
                     self.adoptees.push(Adoptee { bank, state: snap.app, restored });
                 }
-                Err(e) => failures.push(format!("session {id}: {e}")),
+                Err(e) => self.incoming_failures.push(format!("session {id}: {e}")),
             }
         }
+    }
+
+    async fn restore(&mut self, expected: u32) -> Result<Vec<Answer>, HandoverError> {
+        if !self.ports_locked {
+            self.lock_ports().await?;
+        }
+        let mut failures = std::mem::take(&mut self.incoming_failures);
+        if self.received != expected {
+            failures.push(format!("RestoreEnd says {expected} snapshots, {} received", self.received));
+        }
+        self.receiving = None;
+        self.received = 0;
         let n = self.adoptees.len() as u32;
         self.hub.metrics.restore_failures(failures.len());
         if !failures.is_empty() {
@@ -748,7 +759,9 @@ impl Worker {
         for a in std::mem::take(&mut self.adoptees) {
             let id = a.state.session_id;
             // What the new socket does not take at once, its writer writes next.
-            let adopted = match a.restored.resume_nonblocking() {
+            // Hold mode delivers what the bank sent meanwhile: no probe needed.
+            let restored = if self.hold.is_some() { a.restored.without_idle_probe() } else { a.restored };
+            let adopted = match restored.resume_nonblocking() {
                 Ok((std, rest)) => match register(std) {
                     Ok(stream) => {
                         self.hub.reserve_forced(a.bank);
@@ -780,6 +793,66 @@ impl Worker {
         );
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])
     }
+}
+
+/// Checkpoints one frozen session; on failure it is out of repair mode again.
+fn snapshot(f: &FrozenSession, budget: usize) -> Result<(SessionSnapshot, usize), String> {
+    if f.frozen.skipping > 0 {
+        return Err(format!("in the middle of skipping a bad frame ({} bytes to go)", f.frozen.skipping));
+    }
+    let mut tcp = sys::checkpoint(&f.frozen.stream, Buffers::Autotuned).map_err(|e| e.to_string())?;
+    // Bytes the writer could not hand to the kernel go after the send queue,
+    // as if written: the twin sends the whole queue as new data anyway.
+    let extra = &f.frozen.unwritten;
+    if !extra.is_empty() {
+        tcp.send_queue.extend_from_slice(extra);
+        tcp.snd_seq = tcp.snd_seq.wrapping_add(extra.len() as u32);
+        tcp.send_unsent += extra.len() as u32;
+    }
+    let (last_tpdu, last_header) = f.session.reply_headers();
+    let snapshot = SessionSnapshot {
+        tcp,
+        app: SessionState {
+            bank_id: f.session.bank_id().to_owned(),
+            session_id: f.session.id,
+            partial_frame: f.frozen.partial.to_vec(),
+            last_tpdu,
+            last_header: last_header.map(|h| h.to_vec()),
+            sign_on: SignOnState::Unknown,
+            matching: Vec::new(),
+        },
+    };
+    let len = snapshot.encode().map_err(|e| e.to_string())?.len();
+    if len > budget {
+        let _ = sys::leave_repair(&f.frozen.stream);
+        return Err(format!("its snapshot ({len} bytes) does not fit a local link frame"));
+    }
+    Ok((snapshot, len))
+}
+
+/// `f` over `items`, on up to [`PARALLEL_THREADS`] threads when there are many:
+/// a checkpoint or restore is a run of system calls per session, and the freeze
+/// lasts as long as the longest share. Results are in the order of `items`.
+fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(PARALLEL_THREADS);
+    if threads < 2 || items.len() < PARALLEL_MIN {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// Hands a resumed socket to the runtime. Should that fail, the socket is closed

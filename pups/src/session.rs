@@ -284,7 +284,7 @@ pub(crate) fn spawn(hub: Arc<Hub>, bank: usize, stream: TcpStream, peer: SocketA
         debug!(session = id, error = %e, "cannot set TCP_NODELAY");
     }
     let (session, cmd_rx) = new_session(&hub, bank, id, peer, local, ReplyHeaders::default());
-    let start = Start { partial: BytesMut::new(), unwritten: Bytes::new(), announce: true };
+    let start = Start { partial: BytesMut::new(), unwritten: Bytes::new(), announce: true, adopted: false };
     start_tasks(hub, session, stream, cmd_rx, start);
 }
 
@@ -304,7 +304,8 @@ pub(crate) fn adopt(
     let local = stream.local_addr()?;
     let last = ReplyHeaders { tpdu: state.last_tpdu, header: state.last_header.clone().map(Bytes::from) };
     let (session, cmd_rx) = new_session(&hub, bank, state.session_id, peer, local, last);
-    let start = Start { partial: BytesMut::from(&state.partial_frame[..]), unwritten, announce: true };
+    let start =
+        Start { partial: BytesMut::from(&state.partial_frame[..]), unwritten, announce: true, adopted: true };
     start_tasks(hub, session, stream, cmd_rx, start);
     Ok(())
 }
@@ -314,7 +315,7 @@ pub(crate) fn adopt(
 pub(crate) fn thaw(hub: Arc<Hub>, session: Arc<Session>, frozen: Frozen) {
     session.freezing.store(false, Ordering::SeqCst);
     let Frozen { stream, partial, unwritten, cmds, .. } = frozen;
-    start_tasks(hub, session, stream, cmds, Start { partial, unwritten, announce: false });
+    start_tasks(hub, session, stream, cmds, Start { partial, unwritten, announce: false, adopted: false });
 }
 
 fn new_session(
@@ -355,6 +356,8 @@ struct Start {
     unwritten: Bytes,
     /// A new session for this process: count it and send `SESSION_UP`.
     announce: bool,
+    /// Restored from the twin's snapshot (logged at debug).
+    adopted: bool,
 }
 
 fn start_tasks(
@@ -370,7 +373,12 @@ fn start_tasks(
         // Now, not in the task: a caller that answers mups next (Serving) has
         // queued the SESSION_UP before its answer.
         hub.metrics.session_opened(session.bank_id());
-        info!(parent: &session.span, local = %session.local, "session opened");
+        if start.adopted {
+            // Thousands at once at a switchover: the worker logs the sum.
+            debug!(parent: &session.span, local = %session.local, "session adopted from the twin appliance");
+        } else {
+            info!(parent: &session.span, local = %session.local, "session opened");
+        }
         hub.session_up(&session);
     }
     let span = session.span.clone();
@@ -387,7 +395,7 @@ async fn run(
 ) {
     let (rd, wr) = stream.into_split();
     if !start.announce {
-        info!("session thawed: serving it here again");
+        debug!("session thawed: serving it here again");
     }
     let stop_writer = CancellationToken::new();
     let mut writer = tokio::spawn(
@@ -415,7 +423,9 @@ async fn run(
                     // Both halves come from one stream: reunite cannot fail.
                     let Ok(stream) = rd.reunite(wr) else { unreachable!("halves of one stream") };
                     let frozen = Frozen { stream, partial: buf, unwritten, skipping: codec.skipping(), cmds };
-                    info!(
+                    // Per session at debug: a switchover freezes thousands at once,
+                    // and the handover worker logs the sum.
+                    debug!(
                         unwritten = frozen.unwritten.len(),
                         partial = frozen.partial.len(),
                         "session frozen"
