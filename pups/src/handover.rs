@@ -38,7 +38,10 @@ const QUIESCE_WAIT: Duration = Duration::from_secs(5);
 const BARRIER_WAIT: Duration = Duration::from_secs(1);
 
 /// Longest wait, at a checkpoint, for the banks to acknowledge bytes in flight.
-const ACK_WAIT: Duration = Duration::from_millis(200);
+/// Usually ~1 ms; a bank that delays its ACK (up to 40 ms on Linux) would hold
+/// every session's freeze, and bytes still in flight are restored as sent, the
+/// twin's window probe drawing the bank's ACK at once.
+const ACK_WAIT: Duration = Duration::from_millis(20);
 
 /// Longest wait, after handing sessions to the twin, for the VIP to leave this
 /// host before held packets are forwarded to it.
@@ -137,8 +140,10 @@ pub(crate) struct Worker {
     /// Problems with what was received, for `Restored`'s detail.
     incoming_failures: Vec<String>,
     adoptees: Vec<Adoptee>,
-    /// Sessions closed by `CloseFrozen` whose locks go once it is answered.
+    /// Sessions closed by `CloseFrozen` whose locks go, and whose ends are
+    /// reported (`SESSION_DOWN`), once it is answered.
     closed_tuples: Vec<SessionTuple>,
+    closed_sessions: Vec<Arc<Session>>,
     max_frame: usize,
     /// The lock's hold mode: where held bank packets wait (`netlock`).
     hold: Option<Arc<sys::HoldQueue>>,
@@ -161,6 +166,7 @@ impl Worker {
             incoming_failures: Vec::new(),
             adoptees: Vec::new(),
             closed_tuples: Vec::new(),
+            closed_sessions: Vec::new(),
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
@@ -476,6 +482,15 @@ impl Worker {
     /// standing lock covers them; the sets need not grow with every switchover) —
     /// and what was held meanwhile is forwarded (from now on the port lock forwards).
     async fn unlock_closed(&mut self) {
+        for session in std::mem::take(&mut self.closed_sessions) {
+            self.hub.release(session.bank);
+            self.hub.metrics.session_closed(session.bank_id(), SessionDownReason::HandedOver);
+            self.hub.session_ended(
+                &session,
+                SessionDownReason::HandedOver,
+                "handed to the twin appliance".into(),
+            );
+        }
         let tuples = std::mem::take(&mut self.closed_tuples);
         if tuples.is_empty() {
             return;
@@ -622,19 +637,42 @@ impl Worker {
         if !self.ports_locked {
             self.lock_ports().await?;
         }
-        let tuples: Vec<_> = self.frozen.iter().map(|f| f.tuple).collect();
-        let n = self.close_frozen_sessions(SessionDownReason::HandedOver, "handed to the twin appliance");
+        let frozen = std::mem::take(&mut self.frozen);
+        let n = frozen.len() as u32;
+        let mut streams = Vec::with_capacity(frozen.len());
+        for f in frozen {
+            let FrozenSession { session, frozen, tuple } = f;
+            match frozen.stream.into_std() {
+                Ok(stream) => streams.push((session.clone(), stream)),
+                // Deregistering failed; the stream, dropped, is still in repair mode: silent.
+                Err(e) => warn!(parent: &session.span, error = %e, "cannot take the socket from the runtime"),
+            }
+            self.closed_tuples.push(tuple);
+            self.closed_sessions.push(session);
+        }
+        // The twin waits for our answer: the close system calls run in parallel,
+        // and the sessions' ends are reported after the answer (`unlock_closed`).
+        let failed = in_parallel(streams, |(session, stream)| {
+            sys::close_silently(stream).err().map(|e| {
+                // Keeping the fd open forever beats a FIN to the bank.
+                let text = e.to_string();
+                std::mem::forget(e.fd);
+                (session, text)
+            })
+        });
+        for (session, error) in failed.into_iter().flatten() {
+            error!(parent: &session.span, error = %error, "cannot close silently: socket leaked on purpose");
+        }
         self.hub.metrics.handed_over(n);
         // With the sockets gone, what the banks sent here meanwhile goes on to the
         // twin at once: it should arrive while the twin still holds its own, before
         // the twin's first segments make the banks' timestamps move on (a held
         // segment arriving after that is dropped by PAWS, and resent by the bank).
         self.forward_held_to_twin().await;
-        // The twin waits for our answer (through mups) before it unlocks: the
-        // session locks go after it (`unlock_closed`).
-        self.closed_tuples = tuples;
         // Sessions that were not handed over run their course here.
-        self.hub.set_held(false, &self.hub.sessions());
+        let closed: Vec<u64> = self.closed_sessions.iter().map(|s| s.id).collect();
+        let others: Vec<_> = self.hub.sessions().into_iter().filter(|s| !closed.contains(&s.id)).collect();
+        self.hub.set_held(false, &others);
         info!(sessions = n, "frozen sessions closed silently: the twin serves them");
         Ok(vec![answer(HandoverOp::Closed, n, "")])
     }
@@ -754,38 +792,42 @@ impl Worker {
         // rather than after every session below is set up.
         self.release_held(sys::Release::Accept).await;
         let released_us = us(started);
-        let mut failures = Vec::new();
-        let mut served = 0u32;
-        for a in std::mem::take(&mut self.adoptees) {
+        // In parallel, like the restore: each session's tasks start as soon as
+        // it is set up (its threads enter this runtime to register and spawn).
+        let (hub, runtime) = (self.hub.clone(), tokio::runtime::Handle::current());
+        let no_idle_probe = self.hold.is_some();
+        // Sessions with a request waiting (read by nobody yet, or held by the
+        // lock and just let go) first: the idle ones cost a bank nothing to wait.
+        // (The first thread's share starts with them: a few dozen, well under a ms.)
+        let mut adoptees: Vec<(bool, Adoptee)> = std::mem::take(&mut self.adoptees)
+            .into_iter()
+            .map(|a| (a.restored.bytes_to_read() > 0 || !a.state.partial_frame.is_empty(), a))
+            .collect();
+        adoptees.sort_by_key(|(waiting, _)| !waiting);
+        let waiting = adoptees.iter().filter(|(waiting, _)| *waiting).count();
+        let adopted = in_parallel(adoptees.into_iter().map(|(_, a)| a), |a| {
+            let _entered = runtime.enter();
             let id = a.state.session_id;
-            // What the new socket does not take at once, its writer writes next.
             // Hold mode delivers what the bank sent meanwhile: no probe needed.
-            let restored = if self.hold.is_some() { a.restored.without_idle_probe() } else { a.restored };
-            let adopted = match restored.resume_nonblocking() {
-                Ok((std, rest)) => match register(std) {
-                    Ok(stream) => {
-                        self.hub.reserve_forced(a.bank);
-                        let rest = Bytes::from(rest);
-                        session::adopt(self.hub.clone(), a.bank, stream, &a.state, rest).map_err(|e| {
-                            self.hub.release(a.bank);
-                            e.to_string()
-                        })
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            };
-            match adopted {
-                Ok(()) => served += 1,
-                Err(e) => failures.push(format!("session {id}: {e}")),
-            }
-        }
+            let restored = if no_idle_probe { a.restored.without_idle_probe() } else { a.restored };
+            // What the new socket does not take at once, its writer writes next.
+            let (std, rest) = restored.resume_nonblocking().map_err(|e| format!("session {id}: {e}"))?;
+            let stream = register(std).map_err(|e| format!("session {id}: {e}"))?;
+            hub.reserve_forced(a.bank);
+            session::adopt(hub.clone(), a.bank, stream, &a.state, Bytes::from(rest)).map_err(|e| {
+                hub.release(a.bank);
+                format!("session {id}: {e}")
+            })
+        });
+        let served = adopted.iter().filter(|r| r.is_ok()).count() as u32;
+        let failures: Vec<String> = adopted.into_iter().filter_map(Result::err).collect();
         // Sessions that failed to resume: what was kept for them goes too.
         self.discard_adoptees();
         self.hub.metrics.adopted(served);
         self.hub.set_held(false, &self.hub.sessions());
         info!(
             sessions = served,
+            waiting,
             unlocked_us,
             released_us,
             done_us = us(started),
@@ -831,19 +873,28 @@ fn snapshot(f: &FrozenSession, budget: usize) -> Result<(SessionSnapshot, usize)
 }
 
 /// `f` over `items`, on up to [`PARALLEL_THREADS`] threads when there are many:
-/// a checkpoint or restore is a run of system calls per session, and the freeze
-/// lasts as long as the longest share. Results are in the order of `items`.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+/// a checkpoint, restore or close is a run of system calls per session, and the
+/// freeze lasts as long as the longest share. Results are in the order of `items`.
+fn in_parallel<T: Send, R: Send>(items: impl IntoIterator<Item = T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let items: Vec<T> = items.into_iter().collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(PARALLEL_THREADS);
     if threads < 2 || items.len() < PARALLEL_MIN {
-        return items.iter().map(f).collect();
+        return items.into_iter().map(f).collect();
     }
     let chunk = items.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = items;
+    while rest.len() > chunk {
+        let tail = rest.split_off(chunk);
+        parts.push(rest);
+        rest = tail;
+    }
+    parts.push(rest);
     std::thread::scope(|scope| {
         let f = &f;
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Vec<R>>()))
             .collect();
         handles
             .into_iter()

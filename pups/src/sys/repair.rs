@@ -274,6 +274,16 @@ impl Restored {
         self
     }
 
+    /// Bytes the bank sent that wait in the receive queue (`SIOCINQ`): what the
+    /// old appliance had not read, and what the lock held and let go. Sessions
+    /// with a request waiting are served first. 0 if it cannot be read.
+    pub fn bytes_to_read(&self) -> usize {
+        self.stream
+            .as_ref()
+            .and_then(|s| ioctl_int(s.as_fd(), libc::FIONREAD).ok())
+            .map_or(0, |n| n.max(0) as usize)
+    }
+
     /// Bytes [`resume`](Self::resume) will send: every byte the old socket had
     /// written and the bank had not acknowledged.
     pub fn pending(&self) -> usize {
