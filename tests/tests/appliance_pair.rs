@@ -14,8 +14,12 @@ use serde_json::Value;
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn lab(name: &str) -> (std::sync::MutexGuard<'static, ()>, PairLab) {
+    lab_with(PairOptions::for_test(name))
+}
+
+fn lab_with(opts: PairOptions) -> (std::sync::MutexGuard<'static, ()>, PairLab) {
     let guard = ONE_LAB.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    (guard, PairLab::up(PairOptions::for_test(name)).unwrap())
+    (guard, PairLab::up(opts).unwrap())
 }
 
 /// Starts a planned switchover on the active appliance and waits for both sides
@@ -70,7 +74,20 @@ fn assert_clean_banks(lab: &mut PairLab) -> u64 {
 
 #[test]
 fn sessions_move_to_the_twin_and_back_ten_times_under_load_without_a_trace() {
-    let (_one, mut lab) = lab("ten");
+    ten_rounds(PairOptions::for_test("ten"));
+}
+
+/// The same in hold mode (the lab's and the bench's): bank segments sent during
+/// the freeze are held and delivered, not dropped and resent.
+#[test]
+fn in_hold_mode_sessions_move_ten_times_without_a_trace() {
+    let mut opts = PairOptions::for_test("tenh");
+    opts.hold_queue = Some(7);
+    ten_rounds(opts);
+}
+
+fn ten_rounds(opts: PairOptions) {
+    let (_one, mut lab) = lab_with(opts);
     let mut active = lab.wait_pair(Duration::from_secs(30)).unwrap();
     let before: Vec<_> = ["app1", "app2"].iter().map(|ns| (ns.to_string(), lab.nstat(ns).unwrap())).collect();
     for ns in ["app1", "app2"] {
