@@ -182,6 +182,8 @@ impl Worker {
         } else {
             self.netlock.install(&self.bank_ports).await?;
             self.installed = true;
+            // A switchover changes the lock over nfnetlink: fail now, not then.
+            self.netlock.check_netlink(&self.bank_ports).await?;
         }
         self.ports_locked = true;
         self.only_standing_lock = self.frozen.is_empty();

@@ -217,6 +217,19 @@ impl NetLock {
         self.apply(&script).await
     }
 
+    /// Proves at start that set elements can be changed over nfnetlink (what a
+    /// switchover relies on), with a change that changes nothing: `bank_ports`
+    /// added again to the standing lock `install` put them in.
+    pub async fn check_netlink(&self, bank_ports: &[(IpAddr, u16)]) -> Result<(), NetLockError> {
+        let mut changes = SetChanges::default();
+        changes.add_ports(PortSets::Standing, bank_ports);
+        if changes.0.is_empty() {
+            // Nothing to add: an empty flush proves the path as well.
+            changes.0.push(SetChange::Flush(SetName::ClosingPorts4));
+        }
+        self.change(changes).await
+    }
+
     /// Deletes the table (clean shutdown), and in hold mode the `iptables` chain.
     /// Neither being there is not an error.
     pub async fn remove(&self) -> Result<(), NetLockError> {

@@ -285,10 +285,18 @@ async fn a_change_the_kernel_refuses_is_a_clear_error() {
     let text = err.to_string();
     assert!(matches!(err, pups::netlock::NetLockError::Netlink { .. }), "{err:?}");
     assert!(text.contains("add 1 to sessions4") && text.contains("No such file"), "{text}");
+    assert!(lab.lock.check_netlink(&[]).await.is_err(), "the start-up check passed with no table");
     // And with the table there, the same call goes through.
     lab.lock.install(&[]).await.unwrap();
+    lab.lock.check_netlink(&[]).await.unwrap();
+    let vip: IpAddr = VIP.parse().unwrap();
+    lab.lock.check_netlink(&[(vip, 6001)]).await.unwrap();
     lab.lock.lock_session(session).await.unwrap();
-    assert_eq!(lab.lock.list().await.unwrap().sessions, [session]);
+    let state = lab.lock.list().await.unwrap();
+    assert_eq!(
+        (state.sessions.as_slice(), state.bank_ports.as_slice()),
+        (&[session][..], &[(vip, 6001)][..])
+    );
     lab.lock.remove().await.unwrap();
 }
 

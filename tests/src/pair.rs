@@ -182,10 +182,12 @@ impl PairLab {
     /// Builds the namespaces and starts every process; waits until one appliance
     /// is active, the other standby, and they see each other.
     pub fn up(opts: PairOptions) -> Result<Self, String> {
+        remove_stale_labs();
         let _ = std::fs::remove_dir_all(&opts.dir);
         std::fs::create_dir_all(&opts.dir).map_err(|e| e.to_string())?;
         let host_link = format!("{}-h", opts.prefix);
         let mut lab = Self { opts, procs: Vec::new(), namespaces: Vec::new(), host_link, up: true };
+        lab.register()?;
         lab.network()?;
         lab.start()?;
         lab.wait_pair(Duration::from_secs(30))?;
@@ -707,6 +709,7 @@ impl PairLab {
         for ns in self.namespaces.iter().rev() {
             let _ = ip(&["netns", "del", ns]);
         }
+        let _ = std::fs::remove_file(self.registration());
         if !self.opts.keep_dir {
             let _ = std::fs::remove_dir_all(&self.opts.dir);
         }
@@ -716,7 +719,58 @@ impl PairLab {
     /// hands them to `scripts/lab down`).
     pub fn detach(mut self) -> Vec<(String, u32)> {
         self.up = false;
+        // `scripts/lab down` owns it now: not stale when this process exits.
+        let _ = std::fs::remove_file(self.registration());
         self.procs.iter().map(|p| (p.name.clone(), p.child.id())).collect()
+    }
+}
+
+/// Where each running lab notes its owner and what to remove: a test run that
+/// was killed leaves namespaces, a host link and daemons behind, and the next
+/// run removes them (`remove_stale_labs`).
+pub const REGISTRY: &str = "/run/pups-pair-labs";
+
+impl PairLab {
+    fn registration(&self) -> PathBuf {
+        Path::new(REGISTRY).join(&self.opts.prefix)
+    }
+
+    /// Notes this lab (owner pid, host link, namespaces) before building it.
+    fn register(&self) -> Result<(), String> {
+        std::fs::create_dir_all(REGISTRY).map_err(|e| format!("{REGISTRY}: {e}"))?;
+        let names = ["sw", "bank", "app1", "app2", "fo"].map(|w| self.ns(w)).join(" ");
+        let text = format!("{}\n{}\n{names}\n", std::process::id(), self.host_link);
+        std::fs::write(self.registration(), text).map_err(|e| format!("{REGISTRY}: {e}"))
+    }
+}
+
+/// Removes the labs whose owner process is gone: their daemons (by namespace,
+/// `ip netns pids`, so a reused pid is never hit), host link and namespaces.
+pub fn remove_stale_labs() {
+    let Ok(entries) = std::fs::read_dir(REGISTRY) else { return };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path()) else { continue };
+        let mut lines = text.lines();
+        let Some(owner) = lines.next().and_then(|l| l.trim().parse::<u32>().ok()) else { continue };
+        if Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let host_link = lines.next().unwrap_or_default().trim().to_owned();
+        let namespaces: Vec<String> =
+            lines.next().unwrap_or_default().split_whitespace().map(str::to_owned).collect();
+        eprintln!("pair lab: removing a stale lab of process {owner} ({})", namespaces.join(", "));
+        for ns in &namespaces {
+            for pid in ip(&["netns", "pids", ns]).unwrap_or_default().split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        if !host_link.is_empty() {
+            let _ = ip(&["link", "del", &host_link]);
+        }
+        for ns in namespaces.iter().rev() {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        let _ = std::fs::remove_file(entry.path());
     }
 }
 
