@@ -486,13 +486,7 @@ impl Worker {
     /// and what was held meanwhile is forwarded (from now on the port lock forwards).
     async fn unlock_closed(&mut self) {
         for session in std::mem::take(&mut self.closed_sessions) {
-            self.hub.release(session.bank);
-            self.hub.metrics.session_closed(session.bank_id(), SessionDownReason::HandedOver);
-            self.hub.session_ended(
-                &session,
-                SessionDownReason::HandedOver,
-                "handed to the twin appliance".into(),
-            );
+            self.report_ended(&session, SessionDownReason::HandedOver, "handed to the twin appliance");
         }
         let tuples = std::mem::take(&mut self.closed_tuples);
         if tuples.is_empty() {
@@ -609,20 +603,17 @@ impl Worker {
     /// Closes a frozen session in repair mode and reports its end.
     fn end_frozen(&self, f: FrozenSession, reason: SessionDownReason, detail: &str) {
         let FrozenSession { session, frozen, .. } = f;
-        match frozen.stream.into_std() {
-            Ok(stream) => {
-                if let Err(e) = sys::close_silently(stream) {
-                    // Keeping the fd open forever beats a FIN to the bank.
-                    error!(parent: &session.span, error = %e, "cannot close silently: socket leaked on purpose");
-                    std::mem::forget(e.fd);
-                }
-            }
-            // Deregistering failed; the stream, dropped, is still in repair mode: silent.
-            Err(e) => warn!(parent: &session.span, error = %e, "cannot take the socket from the runtime"),
+        if let Some(stream) = take_from_runtime(&session, frozen.stream) {
+            close_or_leak(&session, stream);
         }
+        self.report_ended(&session, reason, detail);
+    }
+
+    /// A closed session's end: its bank slot, its metric, `SESSION_DOWN`.
+    fn report_ended(&self, session: &Arc<Session>, reason: SessionDownReason, detail: &str) {
         self.hub.release(session.bank);
         self.hub.metrics.session_closed(session.bank_id(), reason);
-        self.hub.session_ended(&session, reason, detail.to_owned());
+        self.hub.session_ended(session, reason, detail.to_owned());
     }
 
     fn close_frozen_sessions(&mut self, reason: SessionDownReason, detail: &str) -> u32 {
@@ -645,27 +636,15 @@ impl Worker {
         let mut streams = Vec::with_capacity(frozen.len());
         for f in frozen {
             let FrozenSession { session, frozen, tuple } = f;
-            match frozen.stream.into_std() {
-                Ok(stream) => streams.push((session.clone(), stream)),
-                // Deregistering failed; the stream, dropped, is still in repair mode: silent.
-                Err(e) => warn!(parent: &session.span, error = %e, "cannot take the socket from the runtime"),
+            if let Some(stream) = take_from_runtime(&session, frozen.stream) {
+                streams.push((session.clone(), stream));
             }
             self.closed_tuples.push(tuple);
             self.closed_sessions.push(session);
         }
         // The twin waits for our answer: the close system calls run in parallel,
         // and the sessions' ends are reported after the answer (`unlock_closed`).
-        let failed = in_parallel(streams, |(session, stream)| {
-            sys::close_silently(stream).err().map(|e| {
-                // Keeping the fd open forever beats a FIN to the bank.
-                let text = e.to_string();
-                std::mem::forget(e.fd);
-                (session, text)
-            })
-        });
-        for (session, error) in failed.into_iter().flatten() {
-            error!(parent: &session.span, error = %error, "cannot close silently: socket leaked on purpose");
-        }
+        in_parallel(streams, |(session, stream)| close_or_leak(&session, stream));
         self.hub.metrics.handed_over(n);
         // With the sockets gone, what the banks sent here meanwhile goes on to the
         // twin at once: it should arrive while the twin still holds its own, before
@@ -837,6 +816,24 @@ impl Worker {
             "serving: bank ports unlocked"
         );
         Ok(vec![answer(HandoverOp::Serving, served, &failures.join("; "))])
+    }
+}
+
+/// A frozen session's socket, taken from the runtime to be closed; `None` if
+/// deregistering failed (dropped, it is still in repair mode: silent).
+fn take_from_runtime(session: &Session, stream: tokio::net::TcpStream) -> Option<std::net::TcpStream> {
+    stream
+        .into_std()
+        .map_err(|e| warn!(parent: &session.span, error = %e, "cannot take the socket from the runtime"))
+        .ok()
+}
+
+/// Closes a frozen socket without a FIN or RST to the bank; if repair mode
+/// cannot be entered the fd is leaked on purpose: open forever beats a FIN.
+fn close_or_leak(session: &Session, stream: std::net::TcpStream) {
+    if let Err(e) = sys::close_silently(stream) {
+        error!(parent: &session.span, error = %e, "cannot close silently: socket leaked on purpose");
+        std::mem::forget(e.fd);
     }
 }
 

@@ -23,6 +23,7 @@ use nix::sys::socket::{
     AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, sendto, setsockopt,
     socket, sockopt,
 };
+use nix::sys::time::{TimeVal, TimeValLike};
 
 // nfnetlink / nf_tables ABI.
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -152,7 +153,7 @@ impl SetBatch {
         if want > 200 * 1024 {
             setsockopt(&fd, sockopt::SndBufForce, &want)?;
         }
-        setsockopt(&fd, sockopt::ReceiveTimeout, &nix::sys::time::TimeVal::from(libc_timeval(ANSWER_WAIT)))?;
+        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::milliseconds(ANSWER_WAIT.as_millis() as i64))?;
         let sent = sendto(fd.as_raw_fd(), &self.buf, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
         if sent != self.buf.len() {
             return Err(io::Error::other(format!("netlink: sent {sent} of {} bytes", self.buf.len())));
@@ -263,10 +264,6 @@ impl SetBatch {
 
 fn netlink_socket() -> io::Result<OwnedFd> {
     Ok(socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)?)
-}
-
-fn libc_timeval(d: Duration) -> libc::timeval {
-    libc::timeval { tv_sec: d.as_secs() as libc::time_t, tv_usec: d.subsec_micros() as libc::suseconds_t }
 }
 
 /// The (sequence number, error) of each NLMSG_ERROR in a datagram; 0 is an ACK.
